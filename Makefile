@@ -1,0 +1,35 @@
+# lvms-rs. `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+NAMESPACE ?= openshift-storage
+
+.PHONY: help setup build test test-unit crds crds-check fmt fmt-check lint
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: ## Install what a fresh Debian bookworm machine lacks (run as root)
+	./hack/setup.sh
+
+build: ## Build every crate and binary
+	$(CARGO) build --workspace --all-targets --locked
+
+test: fmt-check lint test-unit crds-check ## Everything CI runs: format, lints, all tests, fresh CRDs
+
+test-unit: ## The test suites that need no VM
+	$(CARGO) test --workspace --locked
+
+crds: ## Regenerate crds/ from the API types
+	$(CARGO) run --quiet --locked -p crd-tools --bin crdgen -- crds
+
+crds-check: ## Fail when crds/ differs from what the API types generate
+	$(CARGO) run --quiet --locked -p crd-tools --bin crdgen -- --check crds
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint: ## Clippy over every target, warnings are errors
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings

@@ -1,0 +1,68 @@
+//! `LogicalVolume` (topolvm.io/v1, cluster-scoped): the CSI controller's request for one LV on one
+//! node, fulfilled by that node's agent. Kept identical to TopoLVM so existing PVs keep working.
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::schema::quantity_schema;
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "topolvm.io",
+    version = "v1",
+    kind = "LogicalVolume",
+    doc = "LogicalVolume is one logical volume on one node, requested by the CSI controller.",
+    plural = "logicalvolumes",
+    singular = "logicalvolume",
+    shortname = "lv",
+    status = "LogicalVolumeStatus",
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.nodeName"}"#,
+    printcolumn = r#"{"name":"DeviceClass","type":"string","jsonPath":".spec.deviceClass"}"#,
+    printcolumn = r#"{"name":"Size","type":"string","jsonPath":".spec.size"}"#,
+    printcolumn = r#"{"name":"VolumeID","type":"string","jsonPath":".status.volumeID"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    derive = "Default",
+    derive = "PartialEq"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LogicalVolumeSpec {
+    /// Name of the volume (the CSI request name); immutable.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "name is immutable"}]))]
+    pub name: String,
+    /// Node that holds the LV; immutable.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "nodeName is immutable"}]))]
+    pub node_name: String,
+    /// Requested size; may only grow.
+    #[schemars(schema_with = "quantity_schema")]
+    pub size: Quantity,
+    /// Device class (volume group) of the LV; immutable.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub device_class: String,
+    /// TopoLVM's lvcreate option class (kept for compatibility; unused by lvms-rs).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lvcreate_option_class: String,
+    /// Volume ID of the source LV for a snapshot or clone.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    /// `ro` for a snapshot, `rw` for a clone (only with `source`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub access_type: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogicalVolumeStatus {
+    /// The LV's name in the volume group, which is the CSI volume ID.
+    #[serde(default, rename = "volumeID", skip_serializing_if = "String::is_empty")]
+    pub volume_id: String,
+    /// gRPC status code of the last failure (0 = OK).
+    #[serde(default)]
+    pub code: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity_schema")]
+    pub current_size: Option<Quantity>,
+}

@@ -1,0 +1,384 @@
+//! `LVMCluster` (lvm.topolvm.io/v1alpha1): the one resource a user writes.
+//!
+//! Field names, defaults and ranges follow LVMS so existing manifests apply unchanged. Everything
+//! LVMS checks in its admission webhook that a schema can express lives here as OpenAPI bounds or
+//! CEL rules (`x-kubernetes-validations`); we ship no webhook, so the API server is the first line
+//! of defence. What a schema cannot express cheaply (paths shared across classes) is checked by
+//! [`crate::validate`] and reported by the operator as a condition.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{NodeSelector, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{node_selector_schema, quantity_schema};
+use crate::status::{DeviceClassStatus, LVMStateType};
+
+/// Upper bounds that keep every CEL rule within the API server's static cost budget. They are far
+/// above what a node can use (a class per disk group, a path per disk) but they must exist:
+/// without them the API server refuses the CRD itself.
+pub const MAX_DEVICE_CLASSES: usize = 32;
+pub const MAX_PATHS: usize = 64;
+pub const MAX_PATH_LEN: usize = 1024;
+
+/// Desired state of the node-local LVM storage of the cluster.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "lvm.topolvm.io",
+    version = "v1alpha1",
+    kind = "LVMCluster",
+    doc = "LVMCluster is the one resource that describes the node-local LVM storage of a cluster.",
+    plural = "lvmclusters",
+    singular = "lvmcluster",
+    shortname = "lvmc",
+    namespaced,
+    status = "LVMClusterStatus",
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    derive = "Default",
+    derive = "PartialEq"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LVMClusterSpec {
+    /// Tolerations applied to the vg-manager DaemonSet, so it can run on tainted nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// The device class configuration for the nodes' local disks.
+    pub storage: Storage,
+}
+
+/// The device classes: each becomes a volume group on every selected node, a StorageClass and, for
+/// thin classes, a VolumeSnapshotClass.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.deviceClasses.filter(c, c.default).size() <= 1",
+        "message": "at most one device class can be the default",
+        "fieldPath": ".deviceClasses",
+    },
+    {
+        "rule": "self.deviceClasses.size() <= 1 || self.deviceClasses.all(c, has(c.deviceSelector) && (has(c.deviceSelector.paths) || has(c.deviceSelector.optionalPaths)))",
+        "message": "with more than one device class, every class needs deviceSelector.paths or deviceSelector.optionalPaths",
+        "fieldPath": ".deviceClasses",
+    },
+    {
+        "rule": "oldSelf.deviceClasses.all(o, !o.default || self.deviceClasses.exists(c, c.name == o.name))",
+        "message": "the default device class cannot be removed",
+        "fieldPath": ".deviceClasses",
+    },
+]))]
+pub struct Storage {
+    /// One entry per volume group. At least one; names are unique.
+    #[schemars(length(min = 1, max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub device_classes: Vec<DeviceClass>,
+}
+
+/// A set of disks on a set of nodes that form one volume group, optionally with a thin pool.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.nodeSelector) == has(oldSelf.nodeSelector) && (!has(self.nodeSelector) || self.nodeSelector == oldSelf.nodeSelector)",
+        "message": "nodeSelector is immutable",
+        "fieldPath": ".nodeSelector",
+    },
+    {
+        "rule": "has(self.thinPoolConfig) == has(oldSelf.thinPoolConfig)",
+        "message": "a thick device class cannot become thin or the other way round: thinPoolConfig cannot be added or removed",
+        "fieldPath": ".thinPoolConfig",
+    },
+    {
+        "rule": "(has(self.deviceSelector) && has(self.deviceSelector.forceWipeDevicesAndDestroyAllData) && self.deviceSelector.forceWipeDevicesAndDestroyAllData) == (has(oldSelf.deviceSelector) && has(oldSelf.deviceSelector.forceWipeDevicesAndDestroyAllData) && oldSelf.deviceSelector.forceWipeDevicesAndDestroyAllData)",
+        "message": "forceWipeDevicesAndDestroyAllData is immutable",
+        "fieldPath": ".deviceSelector.forceWipeDevicesAndDestroyAllData",
+    },
+]))]
+pub struct DeviceClass {
+    /// Name of the class: the volume group on each node, the suffix of StorageClass `lvms-<name>`.
+    #[schemars(
+        length(min = 1, max = 245),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Which disks join the volume group. Unset: every eligible disk of the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_selector: Option<DeviceSelector>,
+    /// Which nodes get this class. Unset: every node without a NoSchedule taint. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "node_selector_schema")]
+    pub node_selector: Option<NodeSelector>,
+    /// Thin pool settings. Unset: a thick class (plain linear volumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thin_pool_config: Option<ThinPoolConfig>,
+    /// The class of PVCs that name no StorageClass. At most one class is the default.
+    #[serde(default)]
+    pub default: bool,
+    /// Filesystem created on volumes of this class. Immutable.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "fstype is immutable"}]))]
+    pub fstype: DeviceFilesystemType,
+    /// Options of the StorageClass created for this class.
+    #[serde(default)]
+    pub storage_class_options: StorageClassOptions,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeviceFilesystemType {
+    #[default]
+    #[serde(rename = "xfs")]
+    Xfs,
+    #[serde(rename = "ext4")]
+    Ext4,
+}
+
+impl DeviceFilesystemType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Xfs => "xfs",
+            Self::Ext4 => "ext4",
+        }
+    }
+}
+
+/// Disks to use, by path on the node (`/dev/sdb`, `/dev/disk/by-id/...`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.paths) || !has(self.optionalPaths) || self.paths.all(p, !(p in self.optionalPaths))",
+        "message": "a path cannot be both in paths and in optionalPaths",
+        "fieldPath": ".optionalPaths",
+    },
+]))]
+pub struct DeviceSelector {
+    /// Disks that must exist on every selected node. Paths may be added later, never removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::paths_schema")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "oldSelf.all(p, p in self)",
+        "message": "paths cannot be removed from a device class, only added",
+    }]))]
+    pub paths: Option<Vec<String>>,
+    /// Disks of which at least one must exist on each selected node. May be added, never removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::paths_schema")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "oldSelf.all(p, p in self)",
+        "message": "optionalPaths cannot be removed from a device class, only added",
+    }]))]
+    pub optional_paths: Option<Vec<String>>,
+    /// Wipe every signature from the disks in `paths` before use. DESTROYS ALL DATA on them.
+    /// Honoured for explicit `paths` only, once per node. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_wipe_devices_and_destroy_all_data: Option<bool>,
+}
+
+/// Thin pool inside the volume group; its presence makes the class thin.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.chunkSize) || self.chunkSizeCalculationPolicy == 'Static'",
+        "message": "chunkSize can only be set when chunkSizeCalculationPolicy is Static",
+        "fieldPath": ".chunkSize",
+    },
+    {
+        "rule": "!has(self.metadataSize) || self.metadataSizeCalculationPolicy == 'Static'",
+        "message": "metadataSize can only be set when metadataSizeCalculationPolicy is Static",
+        "fieldPath": ".metadataSize",
+    },
+    {
+        "rule": "self.chunkSizeCalculationPolicy == oldSelf.chunkSizeCalculationPolicy && has(self.chunkSize) == has(oldSelf.chunkSize) && (!has(self.chunkSize) || quantity(string(self.chunkSize)).compareTo(quantity(string(oldSelf.chunkSize))) == 0)",
+        "message": "the chunk size of an existing thin pool cannot change: chunkSize and chunkSizeCalculationPolicy are immutable",
+        "fieldPath": ".chunkSize",
+    },
+    {
+        "rule": "self.metadataSizeCalculationPolicy == oldSelf.metadataSizeCalculationPolicy || self.metadataSizeCalculationPolicy == 'Static'",
+        "message": "metadataSizeCalculationPolicy can only change from Host to Static",
+        "fieldPath": ".metadataSizeCalculationPolicy",
+    },
+]))]
+pub struct ThinPoolConfig {
+    /// Name of the thin pool logical volume. Immutable.
+    #[schemars(
+        length(min = 1, max = 127),
+        regex(pattern = r"^[a-zA-Z0-9+_.][a-zA-Z0-9+_.-]*$")
+    )]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "thinPoolConfig.name is immutable"}]))]
+    pub name: String,
+    /// Percentage of the volume group given to the thin pool. Immutable.
+    #[serde(default = "default_size_percent")]
+    #[schemars(range(min = 10, max = 100))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "sizePercent is immutable"}]))]
+    pub size_percent: i32,
+    /// How many times the pool's size may be promised to volumes. May change at any time.
+    #[schemars(range(min = 1, max = 100))]
+    pub overprovision_ratio: i32,
+    /// `Static`: use `chunkSize` (default 128Ki). `Host`: let lvm2's chunk_size_policy decide.
+    #[serde(default)]
+    pub chunk_size_calculation_policy: ChunkSizeCalculationPolicy,
+    /// Thin pool chunk size, 64Ki to 1Gi; only with the Static policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity_schema")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "quantity(string(self)).compareTo(quantity('64Ki')) >= 0 && quantity(string(self)).compareTo(quantity('1Gi')) <= 0",
+        "message": "chunkSize must be between 64Ki and 1Gi",
+    }]))]
+    pub chunk_size: Option<Quantity>,
+    /// `Host`: lvm2 sizes the metadata. `Static`: use `metadataSize` (default 1Gi).
+    #[serde(default)]
+    pub metadata_size_calculation_policy: MetadataSizeCalculationPolicy,
+    /// Thin pool metadata size, 2Mi to 16Gi; only with the Static policy; may only grow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity_schema")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "quantity(string(self)).compareTo(quantity('2Mi')) >= 0 && quantity(string(self)).compareTo(quantity('16Gi')) <= 0",
+            "message": "metadataSize must be between 2Mi and 16Gi",
+        },
+        {
+            "rule": "quantity(string(self)).compareTo(quantity(string(oldSelf))) >= 0",
+            "message": "metadataSize can only grow",
+        },
+    ]))]
+    pub metadata_size: Option<Quantity>,
+}
+
+fn default_size_percent() -> i32 {
+    90
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ChunkSizeCalculationPolicy {
+    Host,
+    #[default]
+    Static,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MetadataSizeCalculationPolicy {
+    #[default]
+    Host,
+    Static,
+}
+
+/// Options copied into the class's StorageClass `lvms-<name>`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageClassOptions {
+    /// What happens to a volume when its claim is deleted. Immutable.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "reclaimPolicy is immutable"}]))]
+    pub reclaim_policy: ReclaimPolicy,
+    /// When a volume is bound and provisioned. Immutable.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "volumeBindingMode is immutable"}]))]
+    pub volume_binding_mode: VolumeBindingMode,
+    /// Extra StorageClass parameters (at most 16). Immutable; cannot override the device class
+    /// or the filesystem type.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self == oldSelf", "message": "additionalParameters is immutable"},
+        {
+            "rule": "!('topolvm.io/device-class' in self) && !('csi.storage.k8s.io/fstype' in self)",
+            "message": "additionalParameters cannot set topolvm.io/device-class or csi.storage.k8s.io/fstype: they come from the device class",
+        },
+    ]))]
+    pub additional_parameters: BTreeMap<String, String>,
+    /// Extra StorageClass labels (at most 16). May change; cannot set the app.kubernetes.io
+    /// labels the operator manages.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!('app.kubernetes.io/name' in self) && !('app.kubernetes.io/part-of' in self) && !('app.kubernetes.io/managed-by' in self) && !('app.kubernetes.io/component' in self)",
+        "message": "additionalLabels cannot set app.kubernetes.io/name, part-of, managed-by or component: the operator manages them",
+    }]))]
+    pub additional_labels: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReclaimPolicy {
+    #[default]
+    Delete,
+    Retain,
+}
+
+impl ReclaimPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delete => "Delete",
+            Self::Retain => "Retain",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VolumeBindingMode {
+    #[default]
+    WaitForFirstConsumer,
+    Immediate,
+}
+
+impl VolumeBindingMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WaitForFirstConsumer => "WaitForFirstConsumer",
+            Self::Immediate => "Immediate",
+        }
+    }
+}
+
+/// Observed state, aggregated by the operator from every node's report.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LVMClusterStatus {
+    /// True when every selected node reports every class Ready.
+    #[serde(default)]
+    pub ready: bool,
+    /// Progressing, Ready, Failed, Degraded or Unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<LVMStateType>,
+    /// Per class, per node: the volume group's status, devices used and devices excluded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_class_statuses: Vec<DeviceClassStatus>,
+    /// ResourcesAvailable and VolumeGroupsReady.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+impl DeviceClass {
+    /// The StorageClass (and VolumeSnapshotClass) name LVMS uses for this class.
+    pub fn storage_class_name(&self) -> String {
+        format!("{}{}", crate::names::STORAGE_CLASS_PREFIX, self.name)
+    }
+
+    pub fn is_thin(&self) -> bool {
+        self.thin_pool_config.is_some()
+    }
+
+    /// Whether wiping was requested for explicit paths (the only case in which it is honoured).
+    pub fn force_wipe(&self) -> bool {
+        self.device_selector.as_ref().is_some_and(|s| {
+            s.force_wipe_devices_and_destroy_all_data == Some(true)
+                && s.paths.as_ref().is_some_and(|p| !p.is_empty())
+        })
+    }
+}
+
+impl LVMClusterSpec {
+    pub fn device_class(&self, name: &str) -> Option<&DeviceClass> {
+        self.storage.device_classes.iter().find(|c| c.name == name)
+    }
+
+    pub fn default_device_class(&self) -> Option<&DeviceClass> {
+        self.storage.device_classes.iter().find(|c| c.default)
+    }
+}
