@@ -1,10 +1,151 @@
-//! lvms-operator: the cluster-wide controller. Its reconcilers are built in issue #3; until then
-//! the binary only identifies itself, so nothing can mistake it for a working operator.
+//! lvms-operator: `lvms-operator [--namespace NS] [--metrics-addr ADDR] [--leader-elect]`.
+//! Out of cluster it uses KUBECONFIG; in a pod, its service account.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "lvms-operator {}: the reconcilers are not built yet (issue #3)",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::ExitCode::FAILURE
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use lvms_operator::config::Config;
+use lvms_operator::run::{Options, run};
+
+const USAGE: &str = "usage: lvms-operator [--namespace NS] [--metrics-addr HOST:PORT] [--leader-elect]
+  --namespace     namespace of the LVMCluster and managed objects (default: $POD_NAMESPACE, else openshift-storage)
+  --metrics-addr  address of /healthz, /readyz and /metrics (default 0.0.0.0:8080)
+  --leader-elect  hold a Lease before reconciling (for more than one replica)
+images: RELATED_IMAGE_VG_MANAGER, _CSI_PROVISIONER, _CSI_SNAPSHOTTER, _CSI_RESIZER, _CSI_REGISTRAR, _CSI_LIVENESSPROBE
+logs: RUST_LOG (default info), LOG_FORMAT=json for JSON lines";
+
+fn parse(args: &[String], env: &BTreeMap<String, String>) -> Result<Options, String> {
+    let mut namespace = env
+        .get("POD_NAMESPACE")
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .unwrap_or_else(|| lvms_api::names::DEFAULT_NAMESPACE.into());
+    let mut metrics_addr = "0.0.0.0:8080".to_string();
+    let mut leader_elect = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) => (f, Some(v.to_string())),
+            None => (a.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag {
+            "--namespace" => namespace = value()?,
+            "--metrics-addr" => metrics_addr = value()?,
+            "--leader-elect" => leader_elect = true,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let identity = env
+        .get("POD_NAME")
+        .or_else(|| env.get("HOSTNAME"))
+        .cloned()
+        .unwrap_or_else(|| format!("lvms-operator-{}", std::process::id()));
+    Ok(Options {
+        config: Config::from_env(namespace, env),
+        metrics_addr,
+        leader_elect,
+        identity,
+    })
+}
+
+fn init_logs(env: &BTreeMap<String, String>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    if env.get("LOG_FORMAT").is_some_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match parse(&args, &env) {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("lvms-operator: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logs(&env);
+    // One thread: the operator waits on the API server almost all the time, and a single-threaded
+    // runtime keeps the resident set small.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("connecting to the API server: {e}"))?;
+        tracing::info!(namespace = %opts.config.namespace, "lvms-operator starting");
+        run(client, opts).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn namespace_from_flag_env_or_default() {
+        let o = parse(&[], &env(&[])).unwrap();
+        assert_eq!(o.config.namespace, "openshift-storage");
+        let o = parse(&[], &env(&[("POD_NAMESPACE", "lvms")])).unwrap();
+        assert_eq!(o.config.namespace, "lvms");
+        let o = parse(
+            &["--namespace=x".into(), "--leader-elect".into()],
+            &env(&[("POD_NAMESPACE", "lvms")]),
+        )
+        .unwrap();
+        assert_eq!(o.config.namespace, "x");
+        assert!(o.leader_elect);
+        let o = parse(
+            &["--metrics-addr".into(), "127.0.0.1:9000".into()],
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(o.metrics_addr, "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn bad_arguments_are_named() {
+        assert_eq!(
+            parse(&["--nope".into()], &env(&[])).err().unwrap(),
+            "unknown argument --nope"
+        );
+        assert_eq!(
+            parse(&["--namespace".into()], &env(&[])).err().unwrap(),
+            "--namespace needs a value"
+        );
+    }
 }

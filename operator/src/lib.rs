@@ -1,0 +1,11 @@
+//! lvms-operator: reconciles the LVMCluster into everything a cluster needs.
+
+pub mod config;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod nodes;
+pub mod reconcile;
+pub mod resources;
+pub mod run;
+pub mod status;

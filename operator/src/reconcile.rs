@@ -1,0 +1,753 @@
+//! The LVMCluster reconciler: apply what the builders want, remove what they no longer want,
+//! report status, and tear down safely on deletion. Every step is idempotent, so a crash at any
+//! point is repaired by the next pass.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use lvms_api::names::{
+    CSI_DRIVER_NAME, LVMCLUSTER_FINALIZER, STORAGE_CLASS_PREFIX, VG_MANAGER_NAME,
+};
+use lvms_api::{LVMCluster, LVMClusterStatus, LVMVolumeGroup, LVMVolumeGroupNodeStatus};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::resources::{
+    self, DEVICE_CLASS_LABEL, Desired, Discovery, OWNER_LABEL, owner_label_value, snapshot_class,
+};
+use crate::status::{self, Resources};
+
+/// Field manager of every server-side apply.
+pub const MANAGER: &str = "lvms-operator";
+
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    #[error("{action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube",
+        }
+    }
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+trait Context_<T> {
+    fn ctx(self, action: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context_<T> for std::result::Result<T, kube::Error> {
+    fn ctx(self, action: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Kube {
+            action: action(),
+            source,
+        })
+    }
+}
+
+/// Entry point for the controller runtime.
+pub async fn reconcile(cluster: Arc<LVMCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = if cluster.metadata.deletion_timestamp.is_some() {
+        cleanup(&cluster, &ctx).await
+    } else {
+        apply_all(&cluster, &ctx).await
+    };
+    ctx.metrics.observe(
+        "lvmcluster",
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    result
+}
+
+/// Backoff on failure: quick at first, never hammering the API server.
+pub fn error_policy(cluster: Arc<LVMCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(lvmcluster = %cluster.name_any(), %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(15))
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+async fn apply_all(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
+    let ns = &ctx.config.namespace;
+    let clusters: Api<LVMCluster> = Api::namespaced(ctx.client.clone(), ns);
+
+    // One LVMCluster per cluster: the one holding our finalizer, else the oldest, is served.
+    let all = clusters
+        .list(&ListParams::default())
+        .await
+        .ctx(|| "listing LVMClusters".into())?;
+    if let Some(active) = active_cluster(&all.items)
+        && active.uid() != cluster.uid()
+    {
+        let st = status::duplicate(cluster, &active.name_any(), &now());
+        publish_status(&clusters, cluster, st).await?;
+        event(
+            ctx,
+            cluster,
+            EventType::Warning,
+            "DuplicateLVMCluster",
+            &format!(
+                "only one LVMCluster is supported; {} is active",
+                active.name_any()
+            ),
+        )
+        .await;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+
+    if !cluster
+        .finalizers()
+        .iter()
+        .any(|f| f == LVMCLUSTER_FINALIZER)
+    {
+        let mut finalizers = cluster.finalizers().to_vec();
+        finalizers.push(LVMCLUSTER_FINALIZER.into());
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cluster.resource_version()}});
+        clusters
+            .patch(
+                &cluster.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .ctx(|| "adding the finalizer".into())?;
+    }
+
+    let vgs: Api<LVMVolumeGroup> = Api::namespaced(ctx.client.clone(), ns);
+    let existing_vgs = owned_volume_groups(&vgs, cluster).await?;
+    let resources = match refusal(cluster, &existing_vgs) {
+        Some(why) => {
+            event(ctx, cluster, EventType::Warning, "InvalidSpec", &why).await;
+            Resources::Incomplete(why)
+        }
+        None => {
+            let discovery = discover(ctx, cluster).await?;
+            let desired = resources::desired(cluster, &ctx.config, &discovery);
+            match sync(ctx, cluster, &desired, &existing_vgs).await {
+                Ok(()) => Resources::Synced,
+                Err(e) => {
+                    event(
+                        ctx,
+                        cluster,
+                        EventType::Warning,
+                        "ResourcesSyncIncomplete",
+                        &e.to_string(),
+                    )
+                    .await;
+                    let st = observed_status(ctx, cluster, &Resources::Incomplete(e.to_string()))
+                        .await?;
+                    publish_status(&clusters, cluster, st).await?;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let st = observed_status(ctx, cluster, &resources).await?;
+    let ready = st.ready;
+    publish_status(&clusters, cluster, st).await?;
+    // Node reports trigger a reconcile through the watch; the timer only catches node changes.
+    Ok(Action::requeue(Duration::from_secs(if ready {
+        300
+    } else {
+        30
+    })))
+}
+
+/// The LVMCluster this operator serves among `all`.
+pub fn active_cluster(all: &[LVMCluster]) -> Option<&LVMCluster> {
+    let live = || {
+        all.iter().filter(|c| {
+            c.metadata.deletion_timestamp.is_none()
+                || c.finalizers().iter().any(|f| f == LVMCLUSTER_FINALIZER)
+        })
+    };
+    live()
+        .find(|c| c.finalizers().iter().any(|f| f == LVMCLUSTER_FINALIZER))
+        .or_else(|| {
+            live().min_by(|a, b| {
+                (
+                    a.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    a.name_any(),
+                )
+                    .cmp(&(
+                        b.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                        b.name_any(),
+                    ))
+            })
+        })
+}
+
+/// Why the spec cannot be acted on, if it cannot: what the schema could not check, and removals
+/// of the default or last class (refused here too, in case the CRD in the cluster is older).
+pub fn refusal(cluster: &LVMCluster, existing: &[LVMVolumeGroup]) -> Option<String> {
+    let errors = lvms_api::validate::validate_spec(&cluster.spec);
+    if let Some(e) = errors.first() {
+        return Some(e.to_string());
+    }
+    let classes = &cluster.spec.storage.device_classes;
+    if classes.is_empty() {
+        return Some("spec.storage.deviceClasses: the last device class cannot be removed".into());
+    }
+    for vg in existing {
+        let name = vg.name_any();
+        if vg.spec.default && !classes.iter().any(|c| c.name == name) {
+            return Some(format!(
+                "spec.storage.deviceClasses: device class {name} is the default and cannot be removed"
+            ));
+        }
+    }
+    None
+}
+
+async fn owned_volume_groups(
+    api: &Api<LVMVolumeGroup>,
+    cluster: &LVMCluster,
+) -> Result<Vec<LVMVolumeGroup>> {
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .ctx(|| "listing LVMVolumeGroups".into())?;
+    let uid = cluster.uid();
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|vg| {
+            vg.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .collect())
+}
+
+async fn discover(ctx: &Context, cluster: &LVMCluster) -> Result<Discovery> {
+    let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
+    let snapshot_crds = crds
+        .get_opt(snapshot_class::CRD_NAME)
+        .await
+        .ctx(|| "looking up the VolumeSnapshot CRDs".into())?
+        .is_some();
+    let scs: Api<StorageClass> = Api::all(ctx.client.clone());
+    let ours = owner_label_value(cluster);
+    let foreign_default_storage_class = scs
+        .list(&ListParams::default())
+        .await
+        .ctx(|| "listing StorageClasses".into())?
+        .items
+        .iter()
+        .any(|sc| {
+            let default = sc
+                .annotations()
+                .get(resources::storage_class::DEFAULT_CLASS_ANNOTATION)
+                .is_some_and(|v| v == "true");
+            default && sc.labels().get(OWNER_LABEL) != Some(&ours)
+        });
+    Ok(Discovery {
+        snapshot_crds,
+        foreign_default_storage_class,
+    })
+}
+
+async fn apply<K>(api: &Api<K>, obj: &K) -> Result<()>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+    K::DynamicType: Default,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .ctx(|| format!("applying {} {name}", K::kind(&Default::default())))?;
+    Ok(())
+}
+
+/// Applies every desired object and removes those of device classes no longer in the spec.
+async fn sync(
+    ctx: &Context,
+    cluster: &LVMCluster,
+    desired: &Desired,
+    existing_vgs: &[LVMVolumeGroup],
+) -> Result<()> {
+    let c = &ctx.client;
+    let ns = &ctx.config.namespace;
+    let r = &desired.rbac;
+    for x in &r.service_accounts {
+        apply(&Api::<ServiceAccount>::namespaced(c.clone(), ns), x).await?;
+    }
+    for x in &r.cluster_roles {
+        apply(&Api::<ClusterRole>::all(c.clone()), x).await?;
+    }
+    for x in &r.cluster_role_bindings {
+        apply(&Api::<ClusterRoleBinding>::all(c.clone()), x).await?;
+    }
+    for x in &r.roles {
+        apply(&Api::<Role>::namespaced(c.clone(), ns), x).await?;
+    }
+    for x in &r.role_bindings {
+        apply(&Api::<RoleBinding>::namespaced(c.clone(), ns), x).await?;
+    }
+    apply(&Api::<CSIDriver>::all(c.clone()), &desired.csi_driver).await?;
+    let vgs: Api<LVMVolumeGroup> = Api::namespaced(c.clone(), ns);
+    for x in &desired.volume_groups {
+        apply(&vgs, x).await?;
+    }
+    apply(
+        &Api::<DaemonSet>::namespaced(c.clone(), ns),
+        &desired.vg_manager,
+    )
+    .await?;
+    apply(
+        &Api::<Deployment>::namespaced(c.clone(), ns),
+        &desired.csi_controller,
+    )
+    .await?;
+    let scs: Api<StorageClass> = Api::all(c.clone());
+    for x in &desired.storage_classes {
+        apply(&scs, x).await?;
+    }
+    let vsc_api: Api<DynamicObject> = Api::all_with(c.clone(), &snapshot_class::api_resource());
+    for x in &desired.snapshot_classes {
+        let name = x.metadata.name.clone().unwrap_or_default();
+        vsc_api
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(x.to_json()),
+            )
+            .await
+            .ctx(|| format!("applying VolumeSnapshotClass {name}"))?;
+    }
+
+    // Removed device classes: their volume group (vg-manager tears it down on each node), their
+    // StorageClass and VolumeSnapshotClass.
+    let wanted: BTreeSet<String> = cluster
+        .spec
+        .storage
+        .device_classes
+        .iter()
+        .map(|d| d.name.clone())
+        .collect();
+    for vg in existing_vgs
+        .iter()
+        .filter(|vg| !wanted.contains(&vg.name_any()))
+    {
+        info!(device_class = %vg.name_any(), "device class removed from the spec: deleting its LVMVolumeGroup");
+        delete(&vgs, &vg.name_any()).await?;
+    }
+    let selector =
+        ListParams::default().labels(&format!("{OWNER_LABEL}={}", owner_label_value(cluster)));
+    for sc in scs
+        .list(&selector)
+        .await
+        .ctx(|| "listing StorageClasses".into())?
+        .items
+    {
+        if sc
+            .labels()
+            .get(DEVICE_CLASS_LABEL)
+            .is_some_and(|d| !wanted.contains(d))
+        {
+            delete(&scs, &sc.name_any()).await?;
+        }
+    }
+    // Without the snapshot API the list fails with 404 and there is nothing to remove.
+    let keep: BTreeSet<_> = desired
+        .snapshot_classes
+        .iter()
+        .filter_map(|v| v.metadata.name.clone())
+        .collect();
+    if let Ok(list) = vsc_api.list(&selector).await {
+        for v in list
+            .items
+            .into_iter()
+            .filter(|v| !keep.contains(&v.name_any()))
+        {
+            delete(&vsc_api, &v.name_any()).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e).ctx(|| format!("deleting {name}")),
+    }
+}
+
+async fn observed_status(
+    ctx: &Context,
+    cluster: &LVMCluster,
+    resources: &Resources,
+) -> Result<LVMClusterStatus> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let nodes = nodes
+        .list(&ListParams::default())
+        .await
+        .ctx(|| "listing Nodes".into())?
+        .items;
+    let reports: Api<LVMVolumeGroupNodeStatus> =
+        Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
+    let reports = reports
+        .list(&ListParams::default())
+        .await
+        .ctx(|| "listing LVMVolumeGroupNodeStatuses".into())?
+        .items;
+    Ok(status::aggregate(
+        cluster,
+        &nodes,
+        &reports,
+        resources,
+        &now(),
+    ))
+}
+
+/// Writes the status only when it changed: an unchanged write would wake every watcher.
+async fn publish_status(
+    api: &Api<LVMCluster>,
+    cluster: &LVMCluster,
+    st: LVMClusterStatus,
+) -> Result<()> {
+    if cluster.status.as_ref() == Some(&st) {
+        return Ok(());
+    }
+    let patch = json!({"status": st});
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .ctx(|| "updating the LVMCluster status".into())?;
+    Ok(())
+}
+
+async fn event(ctx: &Context, cluster: &LVMCluster, type_: EventType, reason: &str, note: &str) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &cluster.object_ref(&())).await {
+        warn!(%e, reason, "could not publish an event");
+    }
+}
+
+/// Deletion: wait for PVCs to go, then for every node to remove its volume groups, then remove
+/// everything else and release the LVMCluster.
+async fn cleanup(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
+    if !cluster
+        .finalizers()
+        .iter()
+        .any(|f| f == LVMCLUSTER_FINALIZER)
+    {
+        return Ok(Action::await_change());
+    }
+    let c = &ctx.client;
+    let ns = &ctx.config.namespace;
+    let clusters: Api<LVMCluster> = Api::namespaced(c.clone(), ns);
+
+    let classes: BTreeSet<String> = cluster
+        .spec
+        .storage
+        .device_classes
+        .iter()
+        .map(|d| d.storage_class_name())
+        .collect();
+    let pvcs: Api<PersistentVolumeClaim> = Api::all(c.clone());
+    let blocking = blocking_pvcs(
+        &pvcs
+            .list(&ListParams::default())
+            .await
+            .ctx(|| "listing PVCs".into())?
+            .items,
+        &classes,
+    );
+    if !blocking.is_empty() {
+        let why = format!(
+            "deletion is blocked by {} PVC(s) using lvms StorageClasses: {}",
+            blocking.len(),
+            blocking
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        event(ctx, cluster, EventType::Warning, "DeletionBlocked", &why).await;
+        let st = status_with_message(cluster, &why);
+        publish_status(&clusters, cluster, st).await?;
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
+
+    let vgs: Api<LVMVolumeGroup> = Api::namespaced(c.clone(), ns);
+    let remaining = owned_volume_groups(&vgs, cluster).await?;
+    if !remaining.is_empty() {
+        for vg in remaining
+            .iter()
+            .filter(|v| v.metadata.deletion_timestamp.is_none())
+        {
+            delete(&vgs, &vg.name_any()).await?;
+        }
+        let waiting: Vec<String> = remaining
+            .iter()
+            .map(|v| format!("{} ({})", v.name_any(), v.finalizers().join(", ")))
+            .collect();
+        let why = format!(
+            "waiting for vg-manager to remove the volume groups: {}",
+            waiting.join("; ")
+        );
+        publish_status(&clusters, cluster, status_with_message(cluster, &why)).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+
+    // The volume groups are gone: the agents and everything else can go.
+    delete(
+        &Api::<DaemonSet>::namespaced(c.clone(), ns),
+        VG_MANAGER_NAME,
+    )
+    .await?;
+    delete(
+        &Api::<Deployment>::namespaced(c.clone(), ns),
+        resources::csi_controller::NAME,
+    )
+    .await?;
+    delete(&Api::<CSIDriver>::all(c.clone()), CSI_DRIVER_NAME).await?;
+    let selector =
+        ListParams::default().labels(&format!("{OWNER_LABEL}={}", owner_label_value(cluster)));
+    let scs: Api<StorageClass> = Api::all(c.clone());
+    for sc in scs
+        .list(&selector)
+        .await
+        .ctx(|| "listing StorageClasses".into())?
+        .items
+    {
+        delete(&scs, &sc.name_any()).await?;
+    }
+    let vsc_api: Api<DynamicObject> = Api::all_with(c.clone(), &snapshot_class::api_resource());
+    if let Ok(list) = vsc_api.list(&selector).await {
+        for v in list.items {
+            delete(&vsc_api, &v.name_any()).await?;
+        }
+    }
+    let rbac = resources::rbac::rbac(cluster, &ctx.config);
+    for x in &rbac.cluster_role_bindings {
+        delete(&Api::<ClusterRoleBinding>::all(c.clone()), &x.name_any()).await?;
+    }
+    for x in &rbac.cluster_roles {
+        delete(&Api::<ClusterRole>::all(c.clone()), &x.name_any()).await?;
+    }
+    for x in &rbac.role_bindings {
+        delete(
+            &Api::<RoleBinding>::namespaced(c.clone(), ns),
+            &x.name_any(),
+        )
+        .await?;
+    }
+    for x in &rbac.roles {
+        delete(&Api::<Role>::namespaced(c.clone(), ns), &x.name_any()).await?;
+    }
+    for x in &rbac.service_accounts {
+        delete(
+            &Api::<ServiceAccount>::namespaced(c.clone(), ns),
+            &x.name_any(),
+        )
+        .await?;
+    }
+
+    let finalizers: Vec<&String> = cluster
+        .finalizers()
+        .iter()
+        .filter(|f| *f != LVMCLUSTER_FINALIZER)
+        .collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cluster.resource_version()}});
+    clusters
+        .patch(
+            &cluster.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .ctx(|| "removing the finalizer".into())?;
+    info!(lvmcluster = %cluster.name_any(), "all managed objects removed; finalizer released");
+    Ok(Action::await_change())
+}
+
+/// `namespace/name` of the PVCs that use one of `storage_classes`.
+pub fn blocking_pvcs(
+    pvcs: &[PersistentVolumeClaim],
+    storage_classes: &BTreeSet<String>,
+) -> Vec<String> {
+    pvcs.iter()
+        .filter(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.storage_class_name.as_ref())
+                .is_some_and(|sc| {
+                    sc.starts_with(STORAGE_CLASS_PREFIX) && storage_classes.contains(sc)
+                })
+        })
+        .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+        .collect()
+}
+
+/// The current status with the ResourcesAvailable condition replaced by a deletion message.
+fn status_with_message(cluster: &LVMCluster, why: &str) -> LVMClusterStatus {
+    let mut st = cluster.status.clone().unwrap_or_default();
+    st.conditions
+        .retain(|c| c.type_ != status::RESOURCES_AVAILABLE);
+    st.conditions.insert(
+        0,
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: status::RESOURCES_AVAILABLE.into(),
+            status: "False".into(),
+            reason: "ReconciliationInProgress".into(),
+            message: why.into(),
+            last_transition_time: now(),
+            observed_generation: cluster.metadata.generation,
+        },
+    );
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::tests::cluster;
+    use k8s_openapi::api::core::v1::PersistentVolumeClaimSpec;
+
+    fn vg(name: &str, default: bool) -> LVMVolumeGroup {
+        let mut v = LVMVolumeGroup::new(
+            name,
+            lvms_api::LVMVolumeGroupSpec {
+                default,
+                ..Default::default()
+            },
+        );
+        v.metadata.namespace = Some("openshift-storage".into());
+        v
+    }
+
+    #[test]
+    fn removing_the_default_class_is_refused() {
+        let mut c = cluster();
+        c.spec.storage.device_classes.remove(0);
+        let why = refusal(&c, &[vg("fast", true), vg("bulk", false)]).unwrap();
+        assert!(why.contains("fast is the default"), "{why}");
+        let c = cluster();
+        assert_eq!(
+            refusal(&c, &[vg("fast", true), vg("bulk", false), vg("old", false)]),
+            None,
+            "a non-default class may go"
+        );
+    }
+
+    #[test]
+    fn removing_the_last_class_is_refused() {
+        let mut c = cluster();
+        c.spec.storage.device_classes.clear();
+        assert!(refusal(&c, &[]).unwrap().contains("last device class"));
+    }
+
+    #[test]
+    fn overlapping_paths_are_refused_with_the_field() {
+        let mut c = cluster();
+        c.spec.storage.device_classes[1]
+            .device_selector
+            .as_mut()
+            .unwrap()
+            .optional_paths = Some(vec!["/dev/nvme1n1".into()]);
+        let why = refusal(&c, &[]).unwrap();
+        assert!(
+            why.starts_with("spec.storage.deviceClasses[1].deviceSelector.optionalPaths[0]"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn only_pvcs_of_our_classes_block() {
+        let pvc = |ns: &str, name: &str, sc: Option<&str>| {
+            let mut p = PersistentVolumeClaim::default();
+            p.metadata.name = Some(name.into());
+            p.metadata.namespace = Some(ns.into());
+            p.spec = Some(PersistentVolumeClaimSpec {
+                storage_class_name: sc.map(Into::into),
+                ..Default::default()
+            });
+            p
+        };
+        let classes: BTreeSet<String> = ["lvms-fast".to_string(), "lvms-bulk".to_string()].into();
+        let pvcs = [
+            pvc("a", "db", Some("lvms-fast")),
+            pvc("b", "x", Some("gp2")),
+            pvc("c", "y", None),
+            pvc("d", "z", Some("lvms-other")),
+        ];
+        assert_eq!(blocking_pvcs(&pvcs, &classes), ["a/db"]);
+    }
+
+    #[test]
+    fn the_finalizer_holder_stays_active_over_an_older_cluster() {
+        let ts = |s| Some(Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap()));
+        let mut old = cluster();
+        old.metadata.name = Some("old".into());
+        old.metadata.uid = Some("u-old".into());
+        old.metadata.creation_timestamp = ts(100);
+        let mut new = cluster();
+        new.metadata.name = Some("new".into());
+        new.metadata.uid = Some("u-new".into());
+        new.metadata.creation_timestamp = ts(200);
+        assert_eq!(
+            active_cluster(&[new.clone(), old.clone()])
+                .unwrap()
+                .name_any(),
+            "old"
+        );
+        new.metadata.finalizers = Some(vec![LVMCLUSTER_FINALIZER.into()]);
+        assert_eq!(active_cluster(&[new, old]).unwrap().name_any(), "new");
+    }
+}

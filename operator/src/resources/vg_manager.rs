@@ -1,0 +1,417 @@
+//! DaemonSet `vg-manager`: the node agent on every node any device class selects, with the CSI
+//! node sidecars. Privileged because it creates volume groups and mounts volumes for pods.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource,
+    NodeAffinity, NodeSelector, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use lvms_api::LVMCluster;
+use lvms_api::names::{CSI_DRIVER_NAME, VG_MANAGER_NAME};
+
+use super::{labels, owned_meta, rbac::VG_MANAGER_SA};
+use crate::config::Config;
+
+/// Where the CSI socket lives inside the pod; the host side is the kubelet's plugin dir.
+pub const CSI_SOCKET_DIR: &str = "/run/topolvm";
+pub const CSI_SOCKET: &str = "/run/topolvm/csi-topolvm.sock";
+pub const METRICS_PORT: i32 = 8080;
+pub const HEALTH_PORT: i32 = 9808;
+
+/// The nodes the agent must run on: the union of every class's selector. One class without a
+/// selector means every node; terms are ORed by Kubernetes, so the union is their concatenation.
+pub fn node_selector_union(cluster: &LVMCluster) -> Option<NodeSelector> {
+    let mut terms = Vec::new();
+    for class in &cluster.spec.storage.device_classes {
+        match &class.node_selector {
+            None => return None,
+            Some(sel) => {
+                for term in &sel.node_selector_terms {
+                    if !terms.contains(term) {
+                        terms.push(term.clone());
+                    }
+                }
+            }
+        }
+    }
+    (!terms.is_empty()).then_some(NodeSelector {
+        node_selector_terms: terms,
+    })
+}
+
+/// The user's tolerations. Device classes carry no tolerations of their own in the LVMS API, so
+/// the union over classes is the cluster-wide list, deduplicated.
+pub fn tolerations(cluster: &LVMCluster) -> Vec<Toleration> {
+    let mut out: Vec<Toleration> = Vec::new();
+    for t in &cluster.spec.tolerations {
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    out
+}
+
+fn host_path(name: &str, path: &str, kind: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        host_path: Some(HostPathVolumeSource {
+            path: path.into(),
+            type_: Some(kind.into()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str, propagation: Option<&str>) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        mount_propagation: propagation.map(Into::into),
+        ..Default::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn requests(cpu: &str, memory: &str) -> Option<ResourceRequirements> {
+    Some(ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])),
+        ..Default::default()
+    })
+}
+
+pub(crate) fn sidecar(
+    name: &str,
+    image: &str,
+    args: Vec<String>,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(image.into()),
+        args: Some(args),
+        volume_mounts: Some(mounts),
+        resources: requests("1m", "16Mi"),
+        security_context: Some(SecurityContext {
+            read_only_root_filesystem: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
+    let kubelet = config.kubelet_dir.trim_end_matches('/');
+    let plugin_dir = format!("{kubelet}/plugins/{CSI_DRIVER_NAME}/node");
+    let pod_labels = labels(VG_MANAGER_NAME);
+    let agent = Container {
+        name: VG_MANAGER_NAME.into(),
+        image: Some(config.images.vg_manager.clone()),
+        command: Some(vec!["/usr/bin/vg-manager".into()]),
+        args: Some(vec![
+            "run".into(),
+            format!("--csi-socket={CSI_SOCKET}"),
+            format!("--metrics-addr=0.0.0.0:{METRICS_PORT}"),
+        ]),
+        env: Some(vec![
+            field_env("NODE_NAME", "spec.nodeName"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+        ]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http-metrics".into()),
+                container_port: METRICS_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("healthz".into()),
+                container_port: HEALTH_PORT,
+                ..Default::default()
+            },
+        ]),
+        liveness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz".into()),
+                port: IntOrString::String("healthz".into()),
+                ..Default::default()
+            }),
+            initial_delay_seconds: Some(10),
+            period_seconds: Some(30),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Default::default()
+        }),
+        // LVM needs the host's devices, udev database, LVM locks and configuration (a host
+        // devices file in /etc/lvm must be honoured); mounting volumes into pods needs
+        // privilege and Bidirectional propagation of the pods directory.
+        security_context: Some(SecurityContext {
+            privileged: Some(true),
+            run_as_user: Some(0),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("dev", "/dev", None),
+            mount("sys", "/sys", None),
+            mount("run-udev", "/run/udev", None),
+            mount("run-lvm", "/run/lvm", None),
+            mount("etc-lvm", "/etc/lvm", None),
+            mount("plugin-dir", CSI_SOCKET_DIR, None),
+            mount(
+                "pods-dir",
+                &format!("{kubelet}/pods"),
+                Some("Bidirectional"),
+            ),
+            mount(
+                "csi-plugins-dir",
+                &format!("{kubelet}/plugins/kubernetes.io/csi"),
+                Some("Bidirectional"),
+            ),
+        ]),
+        resources: requests("1m", "20Mi"),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    let registrar = sidecar(
+        "csi-registrar",
+        &config.images.csi_registrar,
+        vec![
+            format!("--csi-address={CSI_SOCKET}"),
+            format!("--kubelet-registration-path={plugin_dir}/csi-topolvm.sock"),
+        ],
+        vec![
+            mount("plugin-dir", CSI_SOCKET_DIR, None),
+            mount("registration-dir", "/registration", None),
+        ],
+    );
+    let liveness = sidecar(
+        "liveness-probe",
+        &config.images.csi_livenessprobe,
+        vec![
+            format!("--csi-address={CSI_SOCKET}"),
+            format!("--http-endpoint=:{HEALTH_PORT}"),
+        ],
+        vec![mount("plugin-dir", CSI_SOCKET_DIR, None)],
+    );
+    let volumes = vec![
+        host_path("dev", "/dev", "Directory"),
+        host_path("sys", "/sys", "Directory"),
+        host_path("run-udev", "/run/udev", "DirectoryOrCreate"),
+        host_path("run-lvm", "/run/lvm", "DirectoryOrCreate"),
+        host_path("etc-lvm", "/etc/lvm", "DirectoryOrCreate"),
+        host_path("plugin-dir", &plugin_dir, "DirectoryOrCreate"),
+        host_path(
+            "registration-dir",
+            &format!("{kubelet}/plugins_registry"),
+            "Directory",
+        ),
+        host_path("pods-dir", &format!("{kubelet}/pods"), "DirectoryOrCreate"),
+        host_path(
+            "csi-plugins-dir",
+            &format!("{kubelet}/plugins/kubernetes.io/csi"),
+            "DirectoryOrCreate",
+        ),
+    ];
+    let affinity = node_selector_union(cluster).map(|sel| Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(sel),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    DaemonSet {
+        metadata: owned_meta(cluster, config, VG_MANAGER_NAME, VG_MANAGER_NAME),
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(pod_labels.clone()),
+                ..Default::default()
+            },
+            update_strategy: Some(DaemonSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDaemonSet {
+                    max_unavailable: Some(IntOrString::Int(1)),
+                    ..Default::default()
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(VG_MANAGER_SA.into()),
+                    priority_class_name: Some("system-node-critical".into()),
+                    affinity,
+                    tolerations: Some(tolerations(cluster)).filter(|t| !t.is_empty()),
+                    containers: vec![agent, registrar, liveness],
+                    volumes: Some(volumes),
+                    termination_grace_period_seconds: Some(30),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::tests::{cluster, selector};
+
+    fn pod(ds: &DaemonSet) -> PodSpec {
+        ds.spec.clone().unwrap().template.spec.unwrap()
+    }
+
+    #[test]
+    fn node_affinity_is_the_union_of_the_classes() {
+        let ds = daemon_set(&cluster(), &Config::default());
+        let sel = pod(&ds)
+            .affinity
+            .unwrap()
+            .node_affinity
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .unwrap();
+        assert_eq!(
+            sel.node_selector_terms,
+            [
+                selector("node-role.kubernetes.io/worker").node_selector_terms,
+                selector("storage").node_selector_terms
+            ]
+            .concat()
+        );
+    }
+
+    #[test]
+    fn a_class_without_selector_means_every_node() {
+        let mut c = cluster();
+        c.spec.storage.device_classes[1].node_selector = None;
+        assert!(node_selector_union(&c).is_none());
+        assert!(pod(&daemon_set(&c, &Config::default())).affinity.is_none());
+    }
+
+    #[test]
+    fn identical_terms_are_not_repeated() {
+        let mut c = cluster();
+        c.spec.storage.device_classes[1].node_selector =
+            c.spec.storage.device_classes[0].node_selector.clone();
+        assert_eq!(
+            node_selector_union(&c).unwrap().node_selector_terms.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn tolerations_come_from_the_spec_once_each() {
+        let mut c = cluster();
+        c.spec.tolerations.push(c.spec.tolerations[0].clone());
+        let t = pod(&daemon_set(&c, &Config::default()))
+            .tolerations
+            .unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].key.as_deref(), Some("node-role.kubernetes.io/master"));
+    }
+
+    #[test]
+    fn agent_has_privilege_host_mounts_and_sidecars() {
+        let config = Config {
+            kubelet_dir: "/var/lib/kubelet/".into(),
+            ..Default::default()
+        };
+        let p = pod(&daemon_set(&cluster(), &config));
+        let names: Vec<_> = p.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["vg-manager", "csi-registrar", "liveness-probe"]);
+        let agent = &p.containers[0];
+        assert_eq!(
+            agent.image.as_deref(),
+            Some(config.images.vg_manager.as_str())
+        );
+        assert_eq!(
+            agent.security_context.as_ref().unwrap().privileged,
+            Some(true)
+        );
+        let mounts = agent.volume_mounts.as_ref().unwrap();
+        for path in [
+            "/dev",
+            "/sys",
+            "/run/udev",
+            "/run/lvm",
+            "/etc/lvm",
+            "/run/topolvm",
+        ] {
+            assert!(
+                mounts.iter().any(|m| m.mount_path == path),
+                "missing {path}"
+            );
+        }
+        let pods = mounts
+            .iter()
+            .find(|m| m.mount_path == "/var/lib/kubelet/pods")
+            .unwrap();
+        assert_eq!(pods.mount_propagation.as_deref(), Some("Bidirectional"));
+        let env = agent.env.as_ref().unwrap();
+        assert_eq!(
+            env[0]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "spec.nodeName"
+        );
+        let reg = &p.containers[1];
+        assert!(reg.args.as_ref().unwrap().contains(&"--kubelet-registration-path=/var/lib/kubelet/plugins/topolvm.io/node/csi-topolvm.sock".to_string()));
+        let vols = p.volumes.unwrap();
+        let reg_dir = vols.iter().find(|v| v.name == "registration-dir").unwrap();
+        assert_eq!(
+            reg_dir.host_path.as_ref().unwrap().path,
+            "/var/lib/kubelet/plugins_registry"
+        );
+        assert!(
+            agent
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()
+                .contains_key("memory")
+        );
+        assert_eq!(p.service_account_name.as_deref(), Some("vg-manager"));
+    }
+
+    #[test]
+    fn selector_matches_template_labels() {
+        let ds = daemon_set(&cluster(), &Config::default());
+        let spec = ds.spec.unwrap();
+        let sel = spec.selector.match_labels.unwrap();
+        let tpl = spec.template.metadata.unwrap().labels.unwrap();
+        assert!(sel.iter().all(|(k, v)| tpl.get(k) == Some(v)));
+    }
+}

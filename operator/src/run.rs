@@ -1,0 +1,152 @@
+//! Wiring: the controller with its watches, leader election, the HTTP endpoints and shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use lvms_api::{LVMCluster, LVMVolumeGroup, LVMVolumeGroupNodeStatus};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::http::Health;
+use crate::leader::LeaderElector;
+use crate::metrics::Metrics;
+use crate::reconcile::{Context, error_policy, reconcile};
+
+pub struct Options {
+    pub config: Config,
+    pub metrics_addr: String,
+    pub leader_elect: bool,
+    pub identity: String,
+}
+
+pub async fn run(client: Client, opts: Options) -> anyhow_free::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let listener = tokio::net::TcpListener::bind(&opts.metrics_addr)
+        .await
+        .map_err(|e| format!("binding {}: {e}", opts.metrics_addr))?;
+    info!(addr = %opts.metrics_addr, "serving /healthz, /readyz and /metrics");
+    tokio::spawn(crate::http::serve(
+        listener,
+        health.clone(),
+        metrics.clone(),
+    ));
+
+    let ns = opts.config.namespace.clone();
+    if opts.leader_elect {
+        let elector = LeaderElector::new(
+            Api::<Lease>::namespaced(client.clone(), &ns),
+            "lvms-operator",
+            &opts.identity,
+            Duration::from_secs(15),
+        );
+        loop {
+            match elector.try_acquire_or_renew().await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => warn!(%e, "leader election"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = shutdown_signal() => return Ok(()),
+            }
+        }
+        info!(identity = %opts.identity, "became the leader");
+        // Renew at a third of the lease; a replica that cannot renew must stop reconciling
+        // before another one takes over, so it exits and lets Kubernetes restart it.
+        tokio::spawn(async move {
+            let mut last_ok = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(elector.lease_duration / 3).await;
+                match elector.try_acquire_or_renew().await {
+                    Ok(true) => last_ok = tokio::time::Instant::now(),
+                    Ok(false) => {
+                        error!("leadership lost to another replica; exiting");
+                        std::process::exit(1);
+                    }
+                    Err(e) => {
+                        warn!(%e, "renewing the lease");
+                        if last_ok.elapsed() > elector.lease_duration * 2 / 3 {
+                            error!("could not renew the lease in time; exiting");
+                            std::process::exit(1);
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    let reporter = Reporter {
+        controller: "lvms-operator".into(),
+        instance: Some(opts.identity.clone()),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        config: opts.config,
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+    });
+    let clusters: Api<LVMCluster> = Api::namespaced(client.clone(), &ns);
+    let controller = Controller::new(clusters, watcher::Config::default())
+        .with_config(ControllerConfig::default().concurrency(1));
+    let store = controller.store();
+    health.ready.store(true, Ordering::Relaxed);
+    controller
+        .owns(
+            Api::<LVMVolumeGroup>::namespaced(client.clone(), &ns),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<DaemonSet>::namespaced(client.clone(), &ns),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<Deployment>::namespaced(client.clone(), &ns),
+            watcher::Config::default(),
+        )
+        // A node report changes the status of every LVMCluster (there is one).
+        .watches(
+            Api::<LVMVolumeGroupNodeStatus>::namespaced(client.clone(), &ns),
+            watcher::Config::default(),
+            move |_| {
+                store
+                    .state()
+                    .iter()
+                    .map(|c| ObjectRef::from(c.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown_signal())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "reconcile");
+            }
+        })
+        .await;
+    info!("shut down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+/// Errors at start-up are reported as text: there is nothing to match on.
+pub mod anyhow_free {
+    pub type Result<T> = std::result::Result<T, String>;
+}
