@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NAMESPACE ?= openshift-storage
 
-.PHONY: help setup build test test-unit crds crds-check fmt fmt-check lint
+.PHONY: help setup build test test-unit crds crds-check fmt fmt-check lint run bench
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -18,6 +18,12 @@ test: fmt-check lint test-unit crds-check ## Everything CI runs: format, lints, 
 
 test-unit: ## The test suites that need no VM
 	$(CARGO) test --workspace --locked
+
+run: ## Run the operator out of cluster against $KUBECONFIG (CRDs from crds/ must be applied)
+	$(CARGO) run --locked -p lvms-operator -- --namespace $(NAMESPACE) --metrics-addr 127.0.0.1:8080
+
+bench: ## Benchmarks (figures go in the closing notes, never in tests)
+	$(CARGO) bench --locked -p lvms-operator --bench reconcile
 
 crds: ## Regenerate crds/ from the API types
 	$(CARGO) run --quiet --locked -p crd-tools --bin crdgen -- crds

@@ -20,7 +20,9 @@ use kube::{Client, Resource, ResourceExt};
 use lvms_api::names::{
     CSI_DRIVER_NAME, LVMCLUSTER_FINALIZER, STORAGE_CLASS_PREFIX, VG_MANAGER_NAME,
 };
-use lvms_api::{LVMCluster, LVMClusterStatus, LVMVolumeGroup, LVMVolumeGroupNodeStatus};
+use lvms_api::{
+    LVMCluster, LVMClusterStatus, LVMStateType, LVMVolumeGroup, LVMVolumeGroupNodeStatus,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -138,15 +140,7 @@ async fn apply_all(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
     {
         let mut finalizers = cluster.finalizers().to_vec();
         finalizers.push(LVMCLUSTER_FINALIZER.into());
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cluster.resource_version()}});
-        clusters
-            .patch(
-                &cluster.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .ctx(|| "adding the finalizer".into())?;
+        set_finalizers(&clusters, cluster, &finalizers, "adding the finalizer").await?;
     }
 
     let vgs: Api<LVMVolumeGroup> = Api::namespaced(ctx.client.clone(), ns);
@@ -180,6 +174,31 @@ async fn apply_all(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
     };
     let st = observed_status(ctx, cluster, &resources).await?;
     let ready = st.ready;
+    // A volume group failing on a node needs the user (a disk to free, a path to fix): say so
+    // once, when the state turns Failed or Degraded, not on every pass.
+    let was = cluster.status.as_ref().and_then(|s| s.state);
+    if resources == Resources::Synced
+        && st.state != was
+        && matches!(
+            st.state,
+            Some(LVMStateType::Failed | LVMStateType::Degraded)
+        )
+    {
+        let message = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::VOLUME_GROUPS_READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        event(
+            ctx,
+            cluster,
+            EventType::Warning,
+            "VolumeGroupsNotReady",
+            &message,
+        )
+        .await;
+    }
     publish_status(&clusters, cluster, st).await?;
     // Node reports trigger a reconcile through the watch; the timer only catches node changes.
     Ok(Action::requeue(Duration::from_secs(if ready {
@@ -599,22 +618,34 @@ async fn cleanup(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
         .await?;
     }
 
-    let finalizers: Vec<&String> = cluster
+    let finalizers: Vec<String> = cluster
         .finalizers()
         .iter()
         .filter(|f| *f != LVMCLUSTER_FINALIZER)
+        .cloned()
         .collect();
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cluster.resource_version()}});
-    clusters
-        .patch(
-            &cluster.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .ctx(|| "removing the finalizer".into())?;
+    set_finalizers(&clusters, cluster, &finalizers, "removing the finalizer").await?;
     info!(lvmcluster = %cluster.name_any(), "all managed objects removed; finalizer released");
     Ok(Action::await_change())
+}
+
+/// Writes the finalizer list, guarded by resourceVersion so a concurrent writer's finalizer is
+/// never dropped (the API server answers 409 and the next pass retries).
+async fn set_finalizers(
+    api: &Api<LVMCluster>,
+    cluster: &LVMCluster,
+    finalizers: &[String],
+    action: &str,
+) -> Result<()> {
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cluster.resource_version()}});
+    api.patch(
+        &cluster.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .ctx(|| action.into())?;
+    Ok(())
 }
 
 /// `namespace/name` of the PVCs that use one of `storage_classes`.

@@ -255,6 +255,30 @@ async fn full_lifecycle() {
         "VGsReady"
     );
 
+    // A node whose volume group fails turns the cluster Failed, with its reason and an Event.
+    h.api.patch(REPORTS, Some(NS), "node-b", json!({"spec": {"nodeStatus": [{"name": "fast", "status": "Failed", "reason": "/dev/nvme1n1 does not exist"}]}}));
+    h.reconcile("lvmcluster").await;
+    assert_eq!(h.state("lvmcluster"), (Some("Failed".into()), false));
+    let cond = h.condition("lvmcluster", "VolumeGroupsReady");
+    assert_eq!(cond["reason"], "VGsFailed");
+    assert!(
+        cond["message"]
+            .as_str()
+            .unwrap()
+            .contains("node-b/fast: /dev/nvme1n1 does not exist"),
+        "{cond}"
+    );
+    assert!(
+        h.api
+            .list(EVENTS)
+            .iter()
+            .any(|e| e["reason"] == "VolumeGroupsNotReady"
+                && e["note"].as_str().unwrap().contains("node-b/fast"))
+    );
+    h.nodes_report_ready(&["fast", "bulk"]);
+    h.reconcile("lvmcluster").await;
+    assert_eq!(h.state("lvmcluster"), (Some("Ready".into()), true));
+
     // A second pass changes nothing (idempotent), the status included.
     let before = h.api.get(CLUSTERS, Some(NS), "lvmcluster").unwrap();
     h.reconcile("lvmcluster").await;

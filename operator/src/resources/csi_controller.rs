@@ -5,32 +5,17 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use lvms_api::LVMCluster;
 
-use super::vg_manager::{CSI_SOCKET, CSI_SOCKET_DIR, HEALTH_PORT, requests, sidecar};
+use super::vg_manager::{CSI_SOCKET, CSI_SOCKET_DIR, HEALTH_PORT, field_env, requests, sidecar};
 use super::{Discovery, labels, owned_meta, rbac::CSI_CONTROLLER_SA};
 use crate::config::Config;
 
 pub const NAME: &str = "topolvm-controller";
-
-fn env_from(name: &str, path: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 pub fn deployment(cluster: &LVMCluster, config: &Config, discovery: &Discovery) -> Deployment {
     let socket = || {
@@ -58,8 +43,8 @@ pub fn deployment(cluster: &LVMCluster, config: &Config, discovery: &Discovery) 
     };
     let namespace_env = || {
         Some(vec![
-            env_from("NAMESPACE", "metadata.namespace"),
-            env_from("POD_NAME", "metadata.name"),
+            field_env("NAMESPACE", "metadata.namespace"),
+            field_env("POD_NAME", "metadata.name"),
         ])
     };
 
@@ -71,7 +56,7 @@ pub fn deployment(cluster: &LVMCluster, config: &Config, discovery: &Discovery) 
             "csi-controller".into(),
             format!("--csi-socket={CSI_SOCKET}"),
         ]),
-        env: Some(vec![env_from("POD_NAMESPACE", "metadata.namespace")]),
+        env: Some(vec![field_env("POD_NAMESPACE", "metadata.namespace")]),
         volume_mounts: Some(socket()),
         resources: requests("2m", "20Mi"),
         security_context: Some(restricted.clone()),

@@ -79,7 +79,7 @@ fn mount(name: &str, path: &str, propagation: Option<&str>) -> VolumeMount {
     }
 }
 
-fn field_env(name: &str, path: &str) -> EnvVar {
+pub(crate) fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
