@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NAMESPACE ?= openshift-storage
 
-.PHONY: help setup build test test-unit crds crds-check fmt fmt-check lint run bench
+.PHONY: help setup build test test-unit test-vm crds crds-check fmt fmt-check lint run bench
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -14,16 +14,21 @@ setup: ## Install what a fresh Debian bookworm machine lacks (run as root)
 build: ## Build every crate and binary
 	$(CARGO) build --workspace --all-targets --locked
 
-test: fmt-check lint test-unit crds-check ## Everything CI runs: format, lints, all tests, fresh CRDs
-
-test-unit: ## The test suites that need no VM
+test: fmt-check lint crds-check ## Everything CI runs: format, lints, fresh CRDs, all tests including real LVM in a VM
 	$(CARGO) test --workspace --locked
+
+test-unit: ## The test suites that need no VM (real-LVM tests are skipped)
+	LVMS_VM_TESTS=skip $(CARGO) test --workspace --locked
+
+test-vm: ## Only the real-LVM tests (each boots a QEMU guest; needs `make setup`)
+	$(CARGO) test --locked -p lvm --test vm_lvm
 
 run: ## Run the operator out of cluster against $KUBECONFIG (CRDs from crds/ must be applied)
 	$(CARGO) run --locked -p lvms-operator -- --namespace $(NAMESPACE) --metrics-addr 127.0.0.1:8080
 
 bench: ## Benchmarks (figures go in the closing notes, never in tests)
 	$(CARGO) bench --locked -p lvms-operator --bench reconcile
+	$(CARGO) bench --locked -p lvm --bench parse
 
 crds: ## Regenerate crds/ from the API types
 	$(CARGO) run --quiet --locked -p crd-tools --bin crdgen -- crds

@@ -1,0 +1,132 @@
+//! Which disks may join a volume group, as a pure function with a reason for every refusal. The
+//! rules are LVMS's (see the compatibility contract): a disk with anything on it is never used.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::lsblk::BlockDevice;
+use crate::report::Report;
+
+/// The verdict on one device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Blank and selected: may be added to the volume group.
+    Eligible,
+    /// Already a physical volume of this volume group.
+    InVolumeGroup,
+    /// Not usable, with every reason.
+    Excluded(Vec<String>),
+}
+
+/// What the rules need to know besides the devices.
+#[derive(Clone, Debug, Default)]
+pub struct Context<'a> {
+    /// The volume group being built.
+    pub vg: &'a str,
+    /// Selected devices (symlinks already resolved to /dev/... names); `None` = every device.
+    pub selected: Option<&'a BTreeSet<String>>,
+    /// LVM's view, to tell our PVs and orphan PVs from other volume groups' PVs.
+    pub report: Option<&'a Report>,
+    /// Loop devices and their backing files (from `losetup --json`), to skip kubelet's own.
+    pub loop_backing: Option<&'a BTreeMap<String, String>>,
+}
+
+pub const NOT_SELECTED: &str = "not in the device selector";
+
+/// Judges every top-level device (and, for partitions, each partition) in `devices`.
+pub fn judge(devices: &[BlockDevice], ctx: &Context) -> Vec<(String, Verdict)> {
+    let mut out = Vec::new();
+    for d in devices {
+        out.push((d.name.clone(), verdict(d, ctx)));
+        // Partitions can be selected explicitly; judge them too (a disk with partitions is not).
+        for p in d.children.iter().filter(|c| c.kind == "part") {
+            if ctx.selected.is_some_and(|s| s.contains(&p.name)) {
+                out.push((p.name.clone(), verdict(p, ctx)));
+            }
+        }
+    }
+    out
+}
+
+/// The verdict on one device.
+pub fn verdict(d: &BlockDevice, ctx: &Context) -> Verdict {
+    let pv = ctx
+        .report
+        .and_then(|r| r.pv(&d.name).or_else(|| r.pv(&format!("/dev/{}", d.kname))));
+    if let Some(pv) = pv
+        && pv.vg_name == ctx.vg
+        && !ctx.vg.is_empty()
+    {
+        return Verdict::InVolumeGroup;
+    }
+    let mut reasons = Vec::new();
+    if ctx.selected.is_some_and(|s| !s.contains(&d.name)) {
+        reasons.push(NOT_SELECTED.to_string());
+    }
+    if d.ro {
+        reasons.push("read-only".into());
+    }
+    if d.state.eq_ignore_ascii_case("suspended") {
+        reasons.push("suspended".into());
+    }
+    let label = d.partlabel.to_ascii_lowercase();
+    for word in ["bios", "boot", "reserved"] {
+        if label.contains(word) {
+            reasons.push(format!(
+                "partition label {:?} marks a {word} partition",
+                d.partlabel
+            ));
+            break;
+        }
+    }
+    match (d.fstype.as_str(), pv) {
+        ("", _) => {}
+        ("LVM2_member", Some(pv)) if pv.vg_name.is_empty() && pv.free > 0 => {} // orphan PV with room
+        ("LVM2_member", Some(pv)) if !pv.vg_name.is_empty() => reasons.push(format!(
+            "physical volume of another volume group ({})",
+            pv.vg_name
+        )),
+        ("LVM2_member", _) => {
+            reasons.push("has an LVM2_member signature that is not a usable physical volume".into())
+        }
+        (fs, _) => reasons.push(format!("has a filesystem signature ({fs})")),
+    }
+    if !d.children.is_empty() {
+        let kinds: BTreeSet<&str> = d
+            .children
+            .iter()
+            .map(|c| {
+                if c.kind == "part" {
+                    "partitions"
+                } else {
+                    "holders"
+                }
+            })
+            .collect();
+        reasons.push(format!(
+            "has children ({})",
+            kinds.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if matches!(d.kind.as_str(), "rom" | "lvm") {
+        reasons.push(format!("device type {} is not usable", d.kind));
+    }
+    if !d.mountpoints.is_empty() {
+        reasons.push(format!("mounted at {}", d.mountpoints.join(", ")));
+    }
+    if d.kind == "loop"
+        && let Some(file) = ctx.loop_backing.and_then(|l| l.get(&d.name))
+        && file.contains("/plugins/kubernetes.io/")
+    {
+        reasons.push(format!(
+            "loop device backing a kubelet plugin file ({file})"
+        ));
+    }
+    if d.size == 0 {
+        reasons.push("has no size (empty or disconnected)".into());
+    }
+    if reasons.is_empty() {
+        Verdict::Eligible
+    } else {
+        Verdict::Excluded(reasons)
+    }
+}

@@ -1,0 +1,16 @@
+//! The LVM layer: typed lvm2 operations over a command runner, `fullreport` JSON parsed into
+//! typed volume groups and volumes, block-device discovery from lsblk, the disk eligibility
+//! rules, and filesystem helpers. Nothing here talks to Kubernetes.
+
+pub mod commands;
+pub mod eligibility;
+pub mod error;
+pub mod fs;
+pub mod lsblk;
+pub mod report;
+pub mod runner;
+
+pub use commands::{Layout, Lvm, ThinPoolSpec};
+pub use error::Error;
+pub use report::{LogicalVolume, PhysicalVolume, Report, VolumeGroup};
+pub use runner::{Exec, Mode, Output, Runner};
