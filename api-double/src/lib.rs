@@ -295,7 +295,8 @@ impl ApiDouble {
         }
     }
 
-    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+    /// Answers one request (the in-process client and the HTTP server both come here).
+    pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let bytes = body.collect_bytes().await.unwrap_or_default();
         let path = parts.uri.path().to_string();

@@ -130,3 +130,121 @@ pub fn verdict(d: &BlockDevice, ctx: &Context) -> Verdict {
         Verdict::Excluded(reasons)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(name: &str) -> BlockDevice {
+        BlockDevice {
+            name: name.into(),
+            kname: name.into(),
+            kind: "disk".into(),
+            size: 1 << 30,
+            ..Default::default()
+        }
+    }
+
+    fn reasons(d: &BlockDevice, ctx: &Context) -> Vec<String> {
+        match verdict(d, ctx) {
+            Verdict::Excluded(r) => r,
+            other => panic!("{} should be excluded: {other:?}", d.name),
+        }
+    }
+
+    #[test]
+    fn blank_disk_is_eligible_and_every_reason_is_listed() {
+        let ctx = Context::default();
+        assert_eq!(verdict(&disk("/dev/sdb"), &ctx), Verdict::Eligible);
+        let mut bad = disk("/dev/sdc");
+        bad.ro = true;
+        bad.fstype = "xfs".into();
+        bad.mountpoints = vec!["/var".into()];
+        let r = reasons(&bad, &ctx);
+        assert_eq!(r.len(), 3, "{r:?}");
+    }
+
+    #[test]
+    fn suspended_rom_lvm_and_empty_devices() {
+        let ctx = Context::default();
+        let mut d = disk("/dev/dm-3");
+        d.state = "suspended".into();
+        assert!(reasons(&d, &ctx).contains(&"suspended".to_string()));
+        let mut d = disk("/dev/sr0");
+        d.kind = "rom".into();
+        assert!(reasons(&d, &ctx)[0].contains("rom"));
+        let mut d = disk("/dev/mapper/vg-lv");
+        d.kind = "lvm".into();
+        assert!(reasons(&d, &ctx)[0].contains("lvm"));
+        let mut d = disk("/dev/sdz");
+        d.size = 0;
+        assert!(reasons(&d, &ctx)[0].contains("no size"));
+    }
+
+    #[test]
+    fn reserved_partition_labels() {
+        for label in ["BIOS boot", "EFI boot", "Microsoft reserved"] {
+            let mut p = disk("/dev/sdb1");
+            p.kind = "part".into();
+            p.partlabel = label.into();
+            assert!(
+                reasons(&p, &Context::default())[0].contains("partition label"),
+                "{label}"
+            );
+        }
+    }
+
+    #[test]
+    fn kubelet_loop_devices_are_skipped() {
+        let mut l = disk("/dev/loop3");
+        l.kind = "loop".into();
+        let backing: BTreeMap<String, String> = [(
+            "/dev/loop3".to_string(),
+            "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices/pvc/dev/x".to_string(),
+        )]
+        .into();
+        let ctx = Context {
+            loop_backing: Some(&backing),
+            ..Default::default()
+        };
+        assert!(reasons(&l, &ctx)[0].contains("kubelet plugin"));
+        let other: BTreeMap<String, String> =
+            [("/dev/loop3".to_string(), "/srv/disk.img".to_string())].into();
+        assert_eq!(
+            verdict(
+                &l,
+                &Context {
+                    loop_backing: Some(&other),
+                    ..Default::default()
+                }
+            ),
+            Verdict::Eligible
+        );
+    }
+
+    #[test]
+    fn lvm_signature_without_a_known_pv_is_refused() {
+        let mut d = disk("/dev/sdb");
+        d.fstype = "LVM2_member".into();
+        assert!(reasons(&d, &Context::default())[0].contains("LVM2_member"));
+        // A full orphan PV cannot take data either.
+        let report = Report {
+            pvs: vec![crate::report::PhysicalVolume {
+                name: "/dev/sdb".into(),
+                free: 0,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(
+            reasons(
+                &d,
+                &Context {
+                    report: Some(&report),
+                    ..Default::default()
+                }
+            )[0]
+            .contains("LVM2_member")
+        );
+    }
+}

@@ -133,14 +133,19 @@ async fn apply_all(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
 
-    if !cluster
-        .finalizers()
-        .iter()
-        .any(|f| f == LVMCLUSTER_FINALIZER)
-    {
-        let mut finalizers = cluster.finalizers().to_vec();
-        finalizers.push(LVMCLUSTER_FINALIZER.into());
-        set_finalizers(&clusters, cluster, &finalizers, "adding the finalizer").await?;
+    if !has_finalizer(cluster) {
+        // The object handed to us may be older than the one stored (a watch lagging behind our
+        // own last write): read the latest before writing, so a stale resourceVersion does not
+        // turn into a 409 loop.
+        let latest = clusters
+            .get(&cluster.name_any())
+            .await
+            .ctx(|| "reading the LVMCluster".into())?;
+        if !has_finalizer(&latest) {
+            let mut finalizers = latest.finalizers().to_vec();
+            finalizers.push(LVMCLUSTER_FINALIZER.into());
+            set_finalizers(&clusters, &latest, &finalizers, "adding the finalizer").await?;
+        }
     }
 
     let vgs: Api<LVMVolumeGroup> = Api::namespaced(ctx.client.clone(), ns);
@@ -499,11 +504,7 @@ async fn event(ctx: &Context, cluster: &LVMCluster, type_: EventType, reason: &s
 /// Deletion: wait for PVCs to go, then for every node to remove its volume groups, then remove
 /// everything else and release the LVMCluster.
 async fn cleanup(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
-    if !cluster
-        .finalizers()
-        .iter()
-        .any(|f| f == LVMCLUSTER_FINALIZER)
-    {
+    if !has_finalizer(cluster) {
         return Ok(Action::await_change());
     }
     let c = &ctx.client;
@@ -627,6 +628,13 @@ async fn cleanup(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
     set_finalizers(&clusters, cluster, &finalizers, "removing the finalizer").await?;
     info!(lvmcluster = %cluster.name_any(), "all managed objects removed; finalizer released");
     Ok(Action::await_change())
+}
+
+fn has_finalizer(cluster: &LVMCluster) -> bool {
+    cluster
+        .finalizers()
+        .iter()
+        .any(|f| f == LVMCLUSTER_FINALIZER)
 }
 
 /// Writes the finalizer list, guarded by resourceVersion so a concurrent writer's finalizer is

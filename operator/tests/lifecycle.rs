@@ -412,6 +412,29 @@ async fn full_lifecycle() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_stale_cached_object_does_not_fail_the_pass() {
+    // A controller's cache can lag behind our own writes: reconciling the pre-finalizer copy
+    // again must succeed, not loop on 409 Conflict.
+    let h = Harness::new();
+    seed_cluster(&h, "lvmcluster");
+    let stale = h.cluster("lvmcluster").unwrap();
+    reconcile(Arc::new(stale.clone()), h.ctx.clone())
+        .await
+        .unwrap();
+    reconcile(Arc::new(stale), h.ctx.clone())
+        .await
+        .expect("a stale copy reconciles cleanly");
+    assert_eq!(
+        h.cluster("lvmcluster")
+            .unwrap()
+            .metadata
+            .finalizers
+            .unwrap(),
+        ["lvmcluster.topolvm.io"]
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn a_second_cluster_is_refused_and_left_alone() {
     let h = Harness::new();
     seed_cluster(&h, "first");

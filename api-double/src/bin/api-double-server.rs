@@ -1,0 +1,120 @@
+//! `api-double-server --addr 127.0.0.1:PORT --kubeconfig FILE [--seed FILE.yaml]...`
+//! Serves the API double over plain HTTP on loopback and writes a kubeconfig for it, so a real
+//! binary (the operator) can run against it out of cluster. Watches are held open with no events,
+//! which is what an idle cluster looks like to a controller.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use api_double::ApiDouble;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+/// The resource path of the kinds a seed file may hold.
+fn resource(api_version: &str, kind: &str) -> Option<String> {
+    let plural = match kind {
+        "Node" => "nodes",
+        "Namespace" => "namespaces",
+        "PersistentVolumeClaim" => "persistentvolumeclaims",
+        "StorageClass" => "storageclasses",
+        "CustomResourceDefinition" => "customresourcedefinitions",
+        "LVMCluster" => "lvmclusters",
+        "LVMVolumeGroupNodeStatus" => "lvmvolumegroupnodestatuses",
+        _ => return None,
+    };
+    let prefix = if api_version.contains('/') {
+        format!("apis/{api_version}")
+    } else {
+        format!("api/{api_version}")
+    };
+    Some(format!("{prefix}/{plural}"))
+}
+
+type Out = BoxBody<Bytes, Infallible>;
+
+async fn serve(api: Arc<ApiDouble>, req: Request<Incoming>) -> Result<Response<Out>, Infallible> {
+    let watch = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    if watch {
+        // Held open, silent: the controller waits exactly as it would on an idle cluster.
+        let body = StreamBody::new(futures::stream::pending::<Result<Frame<Bytes>, Infallible>>());
+        return Ok(Response::builder()
+            .header("content-type", "application/json")
+            .body(BodyExt::boxed(body))
+            .unwrap());
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let resp = api
+        .handle(Request::from_parts(
+            parts,
+            kube::client::Body::from(bytes.to_vec()),
+        ))
+        .await;
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect_bytes().await.unwrap_or_default();
+    Ok(Response::from_parts(
+        parts,
+        BodyExt::boxed(Full::new(bytes)),
+    ))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let get = |flag: &str| {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].clone())
+            .collect::<Vec<_>>()
+    };
+    let addr = get("--addr")
+        .pop()
+        .unwrap_or_else(|| "127.0.0.1:18080".into());
+    let kubeconfig = get("--kubeconfig").pop().expect("--kubeconfig FILE");
+    let api = Arc::new(ApiDouble::new());
+    for file in get("--seed") {
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: serde_json::Value =
+                serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
+            if v.is_null() {
+                continue;
+            }
+            let path = resource(
+                v["apiVersion"].as_str().unwrap_or(""),
+                v["kind"].as_str().unwrap_or(""),
+            )
+            .unwrap_or_else(|| panic!("{file}: cannot seed kind {}", v["kind"]));
+            api.seed(&path, v);
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: double\n  context:\n    cluster: double\n    user: nobody\nusers:\n- name: nobody\n  user: {{}}\ncurrent-context: double\n"
+    );
+    std::fs::write(&kubeconfig, config).expect("writing the kubeconfig");
+    eprintln!("api-double-server: serving http://{addr}; kubeconfig {kubeconfig}");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| serve(api.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
