@@ -235,6 +235,19 @@ fn operations_on_real_lvm() {
     assert_eq!(runner.invocations(), n);
 }
 
+/// What the live devices and LVM say about every selected disk, for volume group vg1.
+fn verdicts(runner: &Exec, lvm: &Lvm, selected: &BTreeSet<String>) -> BTreeMap<String, Verdict> {
+    let devices = lsblk::list(runner).unwrap();
+    let report = lvm.report().unwrap();
+    let ctx = Context {
+        vg: "vg1",
+        selected: Some(selected),
+        report: Some(&report),
+        loop_backing: None,
+    };
+    judge(&devices, &ctx).into_iter().collect()
+}
+
 #[test]
 fn eligibility_on_real_devices() {
     let disks = [
@@ -291,15 +304,7 @@ fn eligibility_on_real_devices() {
         selected.contains("/dev/vda"),
         "by-id symlinks resolve to the device: {selected:?}"
     );
-    let devices = lsblk::list(runner.as_ref()).unwrap();
-    let report = lvm.report().unwrap();
-    let ctx = Context {
-        vg: "vg1",
-        selected: Some(&selected),
-        report: Some(&report),
-        loop_backing: None,
-    };
-    let v: BTreeMap<String, Verdict> = judge(&devices, &ctx).into_iter().collect();
+    let v = verdicts(&runner, &lvm, &selected);
     let why = |dev: &str| match &v[dev] {
         Verdict::Excluded(r) => r.join("; "),
         other => panic!("{dev} should be excluded, is {other:?}"),
@@ -350,15 +355,7 @@ fn eligibility_on_real_devices() {
     // Using the eligible ones works, and afterwards they are "in the volume group".
     lvm.vgcreate("vg1", &["/dev/vda".into(), "/dev/vdf".into()], "lvms-rs")
         .unwrap();
-    let report = lvm.report().unwrap();
-    let devices = lsblk::list(runner.as_ref()).unwrap();
-    let ctx = Context {
-        vg: "vg1",
-        selected: Some(&selected),
-        report: Some(&report),
-        loop_backing: None,
-    };
-    let v: BTreeMap<String, Verdict> = judge(&devices, &ctx).into_iter().collect();
+    let v = verdicts(&runner, &lvm, &selected);
     assert_eq!(
         (&v["/dev/vda"], &v["/dev/vdf"]),
         (&Verdict::InVolumeGroup, &Verdict::InVolumeGroup)

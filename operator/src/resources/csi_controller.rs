@@ -5,14 +5,13 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use lvms_api::LVMCluster;
 
 use super::vg_manager::{CSI_SOCKET, CSI_SOCKET_DIR, HEALTH_PORT, field_env, requests, sidecar};
-use super::{Discovery, labels, owned_meta, rbac::CSI_CONTROLLER_SA};
+use super::{Discovery, labels, owned_meta, rbac::CSI_CONTROLLER_SA, selector_and_template};
 use crate::config::Config;
 
 pub const NAME: &str = "topolvm-controller";
@@ -109,43 +108,34 @@ pub fn deployment(cluster: &LVMCluster, config: &Config, discovery: &Discovery) 
         c.security_context = Some(restricted.clone());
     }
 
-    let pod_labels = labels(NAME);
+    let pod = PodSpec {
+        service_account_name: Some(CSI_CONTROLLER_SA.into()),
+        priority_class_name: Some("system-cluster-critical".into()),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        tolerations: Some(super::vg_manager::tolerations(cluster)).filter(|t| !t.is_empty()),
+        containers,
+        volumes: Some(vec![Volume {
+            name: "socket-dir".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let (selector, template) = selector_and_template(labels(NAME), pod);
     Deployment {
         metadata: owned_meta(cluster, config, NAME, NAME),
         spec: Some(DeploymentSpec {
             replicas: Some(1),
-            selector: LabelSelector {
-                match_labels: Some(pod_labels.clone()),
-                ..Default::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(CSI_CONTROLLER_SA.into()),
-                    priority_class_name: Some("system-cluster-critical".into()),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    tolerations: Some(super::vg_manager::tolerations(cluster))
-                        .filter(|t| !t.is_empty()),
-                    containers,
-                    volumes: Some(vec![Volume {
-                        name: "socket-dir".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Default::default()
-                    }]),
-                    ..Default::default()
-                }),
-            },
+            selector,
+            template,
             ..Default::default()
         }),
         status: None,

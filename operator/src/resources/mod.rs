@@ -90,6 +90,29 @@ fn owner_ref(cluster: &LVMCluster) -> Option<OwnerReference> {
     cluster.controller_owner_ref(&())
 }
 
+/// The label selector and pod template of a workload whose pods carry `labels`: the two must
+/// agree or the API server refuses the workload.
+pub fn selector_and_template(
+    labels: BTreeMap<String, String>,
+    pod: k8s_openapi::api::core::v1::PodSpec,
+) -> (
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    k8s_openapi::api::core::v1::PodTemplateSpec,
+) {
+    let selector = k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+        match_labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    let template = k8s_openapi::api::core::v1::PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels),
+            ..Default::default()
+        }),
+        spec: Some(pod),
+    };
+    (selector, template)
+}
+
 /// Every object the LVMCluster should have, built once per reconcile.
 #[derive(Clone, Debug)]
 pub struct Desired {

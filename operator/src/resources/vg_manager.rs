@@ -8,16 +8,15 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource,
-    NodeAffinity, NodeSelector, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
+    NodeAffinity, NodeSelector, ObjectFieldSelector, PodSpec, Probe, ResourceRequirements,
+    SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use lvms_api::LVMCluster;
 use lvms_api::names::{CSI_DRIVER_NAME, VG_MANAGER_NAME};
 
-use super::{labels, owned_meta, rbac::VG_MANAGER_SA};
+use super::{labels, owned_meta, rbac::VG_MANAGER_SA, selector_and_template};
 use crate::config::Config;
 
 /// Where the CSI socket lives inside the pod; the host side is the kubelet's plugin dir.
@@ -126,7 +125,6 @@ pub(crate) fn sidecar(
 pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
     let kubelet = config.kubelet_dir.trim_end_matches('/');
     let plugin_dir = format!("{kubelet}/plugins/{CSI_DRIVER_NAME}/node");
-    let pod_labels = labels(VG_MANAGER_NAME);
     let agent = Container {
         name: VG_MANAGER_NAME.into(),
         image: Some(config.images.vg_manager.clone()),
@@ -241,13 +239,21 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
         }),
         ..Default::default()
     });
+    let pod = PodSpec {
+        service_account_name: Some(VG_MANAGER_SA.into()),
+        priority_class_name: Some("system-node-critical".into()),
+        affinity,
+        tolerations: Some(tolerations(cluster)).filter(|t| !t.is_empty()),
+        containers: vec![agent, registrar, liveness],
+        volumes: Some(volumes),
+        termination_grace_period_seconds: Some(30),
+        ..Default::default()
+    };
+    let (selector, template) = selector_and_template(labels(VG_MANAGER_NAME), pod);
     DaemonSet {
         metadata: owned_meta(cluster, config, VG_MANAGER_NAME, VG_MANAGER_NAME),
         spec: Some(DaemonSetSpec {
-            selector: LabelSelector {
-                match_labels: Some(pod_labels.clone()),
-                ..Default::default()
-            },
+            selector,
             update_strategy: Some(DaemonSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDaemonSet {
@@ -255,22 +261,7 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
                     ..Default::default()
                 }),
             }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(VG_MANAGER_SA.into()),
-                    priority_class_name: Some("system-node-critical".into()),
-                    affinity,
-                    tolerations: Some(tolerations(cluster)).filter(|t| !t.is_empty()),
-                    containers: vec![agent, registrar, liveness],
-                    volumes: Some(volumes),
-                    termination_grace_period_seconds: Some(30),
-                    ..Default::default()
-                }),
-            },
+            template,
             ..Default::default()
         }),
         status: None,
