@@ -14,7 +14,7 @@ pub use logical_volume::{LogicalVolume, LogicalVolumeSpec, LogicalVolumeStatus};
 pub use lvmcluster::{
     ChunkSizeCalculationPolicy, DeviceClass, DeviceFilesystemType, DeviceSelector, LVMCluster,
     LVMClusterSpec, LVMClusterStatus, MetadataSizeCalculationPolicy, ReclaimPolicy, Storage,
-    StorageClassOptions, ThinPoolConfig, VolumeBindingMode,
+    StorageClassOptions, ThinPoolConfig, VolumeBindingMode, quantity_bytes,
 };
 pub use status::{
     DeviceClassStatus, ExcludedDevice, LVMStateType, NodeStatus, VGStatus, VGStatusType,

@@ -382,3 +382,59 @@ impl LVMClusterSpec {
         self.storage.device_classes.iter().find(|c| c.default)
     }
 }
+
+/// Bytes of a Kubernetes quantity string ("128Ki", "1Gi", "500M", "1048576"); `None` when it is
+/// not a whole, non-negative number of bytes.
+pub fn quantity_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let mult: u64 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        _ => return None,
+    };
+    match num.split_once('.') {
+        None => num.parse::<u64>().ok()?.checked_mul(mult),
+        Some((whole, frac)) => {
+            // Exact decimal arithmetic: "1.5Gi" is 1610612736 bytes; fractions of a byte are refused.
+            let scale = 10u128.checked_pow(frac.len() as u32)?;
+            let n: u128 = format!("{whole}{frac}").parse().ok()?;
+            let total = n.checked_mul(mult as u128)?;
+            (total % scale == 0)
+                .then(|| u64::try_from(total / scale).ok())
+                .flatten()
+        }
+    }
+}
+
+#[cfg(test)]
+mod quantity_tests {
+    use super::quantity_bytes;
+
+    #[test]
+    fn binary_decimal_and_plain() {
+        assert_eq!(quantity_bytes("128Ki"), Some(131072));
+        assert_eq!(quantity_bytes("1Gi"), Some(1 << 30));
+        assert_eq!(quantity_bytes("500M"), Some(500_000_000));
+        assert_eq!(quantity_bytes("1048576"), Some(1048576));
+        assert_eq!(quantity_bytes("1.5Gi"), Some(1610612736));
+        assert_eq!(quantity_bytes("0.5"), None, "half a byte");
+        assert_eq!(quantity_bytes("1Zi"), None);
+        assert_eq!(quantity_bytes("-1Gi"), None);
+        assert_eq!(quantity_bytes("16Ei"), None, "overflows u64");
+    }
+}

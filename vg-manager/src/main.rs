@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use lvm::{Exec, Lvm, Mode, Runner};
 
-mod discover;
+use vg_manager::discover;
 
 const USAGE: &str = "usage: vg-manager discover [--json] [--vg NAME] [--host-namespace] [PATH...]
   discover          list every block device with \"eligible\" or the reasons it is not

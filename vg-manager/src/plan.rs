@@ -1,0 +1,512 @@
+//! From one LVMVolumeGroup and what this node has (block devices, LVM's report) to the steps
+//! that build its volume group and thin pool, and the status to report. Pure: every decision is
+//! tested without LVM; [`apply`] runs the steps on real LVM (proven in the VM).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lvm::eligibility::{Context, NOT_SELECTED, Verdict, judge};
+use lvm::lsblk::BlockDevice;
+use lvm::{Lvm, Report, ThinPoolSpec};
+use lvms_api::{
+    ChunkSizeCalculationPolicy, ExcludedDevice, LVMVolumeGroupSpec, MetadataSizeCalculationPolicy,
+    VGStatus, VGStatusType, quantity_bytes,
+};
+
+/// The tag that marks a volume group as ours. LVMS uses the same, so its VGs are adopted on
+/// migration; a VG without it is never touched.
+pub const OWNER_TAG: &str = "lvms";
+/// Defaults of the Static policies (LVMS's values).
+pub const DEFAULT_CHUNK_SIZE: u64 = 128 * 1024;
+pub const DEFAULT_METADATA_SIZE: u64 = 1 << 30;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    CreateVg { devices: Vec<String> },
+    ExtendVg { devices: Vec<String> },
+    CreateThinPool(ThinPoolSpec),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// The status once the steps succeed (or the failure that stops them all).
+    pub status: VGStatus,
+}
+
+/// What the node has.
+pub struct Observed<'a> {
+    pub devices: &'a [BlockDevice],
+    pub report: &'a Report,
+    pub loops: &'a BTreeMap<String, String>,
+    /// A selector path resolved to its device node (symlinks followed); `None` if it does not exist.
+    pub resolve: &'a dyn Fn(&str) -> Option<String>,
+}
+
+fn failed(name: &str, reason: String, excluded: Vec<ExcludedDevice>) -> Plan {
+    Plan {
+        steps: vec![],
+        status: VGStatus {
+            name: name.into(),
+            status: VGStatusType::Failed,
+            reason,
+            devices: vec![],
+            excluded,
+        },
+    }
+}
+
+pub fn plan(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan {
+    let vg = node.report.vg(name);
+    if let Some(vg) = vg
+        && !vg.has_tag(OWNER_TAG)
+    {
+        let reason = format!(
+            "volume group {name} already exists on this node and was not created by LVMS (no @{OWNER_TAG} tag): it is left alone"
+        );
+        return failed(name, reason, vec![]);
+    }
+
+    // Which devices the selector names, resolved; missing required ones fail the class.
+    let sel = spec.device_selector.as_ref();
+    let required: Vec<&String> = sel
+        .and_then(|s| s.paths.as_ref())
+        .into_iter()
+        .flatten()
+        .collect();
+    let optional: Vec<&String> = sel
+        .and_then(|s| s.optional_paths.as_ref())
+        .into_iter()
+        .flatten()
+        .collect();
+    let missing: Vec<&str> = required
+        .iter()
+        .filter(|p| (node.resolve)(p).is_none())
+        .map(|p| p.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return failed(
+            name,
+            format!(
+                "required device paths do not exist on this node: {}",
+                missing.join(", ")
+            ),
+            vec![],
+        );
+    }
+    let optional_found: Vec<String> = optional.iter().filter_map(|p| (node.resolve)(p)).collect();
+    if required.is_empty() && !optional.is_empty() && optional_found.is_empty() {
+        let list: Vec<&str> = optional.iter().map(|p| p.as_str()).collect();
+        return failed(
+            name,
+            format!(
+                "none of the optionalPaths exists on this node: {}",
+                list.join(", ")
+            ),
+            vec![],
+        );
+    }
+    let required_devs: BTreeMap<String, &str> = required
+        .iter()
+        .filter_map(|p| Some(((node.resolve)(p)?, p.as_str())))
+        .collect();
+    let selected: Option<BTreeSet<String>> =
+        (!required.is_empty() || !optional.is_empty()).then(|| {
+            required_devs
+                .keys()
+                .cloned()
+                .chain(optional_found)
+                .collect()
+        });
+
+    let ctx = Context {
+        vg: name,
+        selected: selected.as_ref(),
+        report: Some(node.report),
+        loop_backing: Some(node.loops),
+    };
+    let verdicts = judge(node.devices, &ctx);
+    let mut eligible = Vec::new();
+    let mut in_vg: Vec<String> = node
+        .report
+        .pvs_of(name)
+        .map(|p| p.name.clone())
+        .filter(|n| !n.starts_with('['))
+        .collect();
+    let mut excluded = Vec::new();
+    for (dev, v) in verdicts {
+        match v {
+            Verdict::Eligible => eligible.push(dev),
+            Verdict::InVolumeGroup => {
+                if !in_vg.contains(&dev) {
+                    in_vg.push(dev)
+                }
+            }
+            Verdict::Excluded(reasons) => {
+                if let Some(path) = required_devs.get(&dev) {
+                    let shown = if *path == dev {
+                        dev.clone()
+                    } else {
+                        format!("{path} ({dev})")
+                    };
+                    let reason = format!(
+                        "required device {shown} cannot be used: {}",
+                        reasons.join("; ")
+                    );
+                    return failed(name, reason, vec![ExcludedDevice { name: dev, reasons }]);
+                }
+                excluded.push(ExcludedDevice { name: dev, reasons });
+            }
+        }
+    }
+    // Unselected devices are listed only when a selector exists; with none, everything is seen.
+    excluded
+        .retain(|e| !(e.reasons.len() == 1 && e.reasons[0] == NOT_SELECTED) || selected.is_some());
+
+    let mut steps = Vec::new();
+    match vg {
+        None if eligible.is_empty() => {
+            return failed(
+                name,
+                "no available devices: every device on this node was excluded (see excluded)"
+                    .into(),
+                excluded,
+            );
+        }
+        None => steps.push(Step::CreateVg {
+            devices: eligible.clone(),
+        }),
+        Some(_) if !eligible.is_empty() => steps.push(Step::ExtendVg {
+            devices: eligible.clone(),
+        }),
+        Some(_) => {}
+    }
+    if let Some(tp) = &spec.thin_pool_config {
+        match node.report.lv(name, &tp.name) {
+            Some(lv) if !lv.is_thin_pool() => {
+                return failed(
+                    name,
+                    format!(
+                        "logical volume {name}/{} exists and is not a thin pool",
+                        tp.name
+                    ),
+                    excluded,
+                );
+            }
+            Some(_) => {}
+            None => steps.push(Step::CreateThinPool(thin_pool_spec(tp))),
+        }
+    }
+    let mut devices = in_vg;
+    devices.extend(eligible);
+    devices.sort();
+    let missing_pvs = vg.map(|v| v.missing_pv_count).unwrap_or(0);
+    let (status, reason) = if missing_pvs > 0 {
+        (
+            VGStatusType::Degraded,
+            format!("volume group {name} is missing {missing_pvs} physical volume(s)"),
+        )
+    } else {
+        (VGStatusType::Ready, String::new())
+    };
+    Plan {
+        steps,
+        status: VGStatus {
+            name: name.into(),
+            status,
+            reason,
+            devices,
+            excluded,
+        },
+    }
+}
+
+pub fn thin_pool_spec(tp: &lvms_api::ThinPoolConfig) -> ThinPoolSpec {
+    let q = |v: &Option<k8s_openapi::apimachinery::pkg::api::resource::Quantity>, default: u64| {
+        v.as_ref()
+            .and_then(|q| quantity_bytes(&q.0))
+            .unwrap_or(default)
+    };
+    ThinPoolSpec {
+        name: tp.name.clone(),
+        size_percent: tp.size_percent.clamp(1, 100) as u8,
+        chunk_size: match tp.chunk_size_calculation_policy {
+            ChunkSizeCalculationPolicy::Static => Some(q(&tp.chunk_size, DEFAULT_CHUNK_SIZE)),
+            ChunkSizeCalculationPolicy::Host => None,
+        },
+        metadata_size: match tp.metadata_size_calculation_policy {
+            MetadataSizeCalculationPolicy::Static => {
+                Some(q(&tp.metadata_size, DEFAULT_METADATA_SIZE))
+            }
+            MetadataSizeCalculationPolicy::Host => None,
+        },
+    }
+}
+
+/// Runs the steps in order; the first failure stops and is returned with the step that failed.
+pub fn apply(lvm: &Lvm, name: &str, steps: &[Step]) -> Result<(), String> {
+    for step in steps {
+        let result = match step {
+            Step::CreateVg { devices } => {
+                for d in devices {
+                    // An orphan PV is already initialised; anything else gets pvcreate (which
+                    // refuses a device with a signature: the last guard against data loss).
+                    match lvm.pvcreate(d) {
+                        Ok(()) => {}
+                        Err(e) if e.is_already_exists() => {}
+                        Err(e) => return Err(format!("pvcreate {d}: {e}")),
+                    }
+                }
+                lvm.vgcreate(name, devices, OWNER_TAG)
+            }
+            Step::ExtendVg { devices } => lvm.vgextend(name, devices),
+            Step::CreateThinPool(spec) => lvm.create_thin_pool(name, spec),
+        };
+        result.map_err(|e| format!("{step:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lvm::report::{LogicalVolume, PhysicalVolume, VolumeGroup};
+    use lvms_api::{DeviceSelector, ThinPoolConfig};
+
+    fn disk(name: &str, fstype: &str) -> BlockDevice {
+        BlockDevice {
+            name: name.into(),
+            kname: name.into(),
+            kind: "disk".into(),
+            size: 1 << 30,
+            fstype: fstype.into(),
+            ..Default::default()
+        }
+    }
+
+    fn thin_spec(paths: Option<Vec<&str>>, optional: Option<Vec<&str>>) -> LVMVolumeGroupSpec {
+        let list = |v: Option<Vec<&str>>| v.map(|v| v.into_iter().map(String::from).collect());
+        LVMVolumeGroupSpec {
+            device_selector: (paths.is_some() || optional.is_some()).then(|| DeviceSelector {
+                paths: list(paths),
+                optional_paths: list(optional),
+                ..Default::default()
+            }),
+            thin_pool_config: Some(ThinPoolConfig {
+                name: "pool".into(),
+                size_percent: 90,
+                overprovision_ratio: 10,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn run(spec: &LVMVolumeGroupSpec, devices: &[BlockDevice], report: &Report) -> Plan {
+        let loops = BTreeMap::new();
+        let names: BTreeSet<String> = devices.iter().map(|d| d.name.clone()).collect();
+        let resolve = move |p: &str| {
+            let p = p.replace("/dev/disk/by-id/virtio-", "/dev/");
+            names.contains(&p).then_some(p)
+        };
+        plan(
+            "vg1",
+            spec,
+            &Observed {
+                devices,
+                report,
+                loops: &loops,
+                resolve: &resolve,
+            },
+        )
+    }
+
+    #[test]
+    fn blank_disks_become_a_tagged_vg_and_a_static_thin_pool() {
+        let devices = [
+            disk("/dev/sdb", ""),
+            disk("/dev/sdc", ""),
+            disk("/dev/sda", "ext4"),
+        ];
+        let p = run(&thin_spec(None, None), &devices, &Report::default());
+        assert_eq!(
+            p.steps[0],
+            Step::CreateVg {
+                devices: vec!["/dev/sdb".into(), "/dev/sdc".into()]
+            }
+        );
+        assert_eq!(
+            p.steps[1],
+            Step::CreateThinPool(ThinPoolSpec {
+                name: "pool".into(),
+                size_percent: 90,
+                chunk_size: Some(DEFAULT_CHUNK_SIZE),
+                metadata_size: None
+            })
+        );
+        assert_eq!(p.status.status, VGStatusType::Ready);
+        assert_eq!(p.status.devices, ["/dev/sdb", "/dev/sdc"]);
+        assert_eq!(
+            p.status.excluded,
+            [ExcludedDevice {
+                name: "/dev/sda".into(),
+                reasons: vec!["has a filesystem signature (ext4)".into()]
+            }]
+        );
+    }
+
+    #[test]
+    fn missing_required_path_fails_with_the_path() {
+        let p = run(
+            &thin_spec(Some(vec!["/dev/sdb", "/dev/nvme9n1"]), None),
+            &[disk("/dev/sdb", "")],
+            &Report::default(),
+        );
+        assert!(p.steps.is_empty());
+        assert_eq!(p.status.status, VGStatusType::Failed);
+        assert_eq!(
+            p.status.reason,
+            "required device paths do not exist on this node: /dev/nvme9n1"
+        );
+    }
+
+    #[test]
+    fn a_required_disk_with_data_fails_and_is_not_touched() {
+        let p = run(
+            &thin_spec(Some(vec!["/dev/disk/by-id/virtio-sdb"]), None),
+            &[disk("/dev/sdb", "xfs")],
+            &Report::default(),
+        );
+        assert!(p.steps.is_empty());
+        assert!(p.status.reason.contains("required device /dev/disk/by-id/virtio-sdb (/dev/sdb) cannot be used: has a filesystem signature (xfs)"), "{}", p.status.reason);
+    }
+
+    #[test]
+    fn optional_paths_need_at_least_one() {
+        let p = run(
+            &thin_spec(None, Some(vec!["/dev/sdx", "/dev/sdy"])),
+            &[disk("/dev/sdb", "")],
+            &Report::default(),
+        );
+        assert_eq!(
+            p.status.reason,
+            "none of the optionalPaths exists on this node: /dev/sdx, /dev/sdy"
+        );
+        let p = run(
+            &thin_spec(None, Some(vec!["/dev/sdx", "/dev/sdb"])),
+            &[disk("/dev/sdb", ""), disk("/dev/sdc", "")],
+            &Report::default(),
+        );
+        assert_eq!(
+            p.steps[0],
+            Step::CreateVg {
+                devices: vec!["/dev/sdb".into()]
+            }
+        );
+        assert_eq!(p.status.excluded[0].reasons, [NOT_SELECTED]);
+    }
+
+    #[test]
+    fn nothing_usable_fails_with_every_reason() {
+        let p = run(
+            &thin_spec(None, None),
+            &[disk("/dev/sdb", "xfs")],
+            &Report::default(),
+        );
+        assert_eq!(p.status.status, VGStatusType::Failed);
+        assert!(p.status.reason.starts_with("no available devices"));
+        assert_eq!(p.status.excluded.len(), 1);
+    }
+
+    fn report_with_vg(tags: &[&str], pool: bool) -> Report {
+        Report {
+            vgs: vec![VolumeGroup {
+                name: "vg1".into(),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                ..Default::default()
+            }],
+            pvs: vec![PhysicalVolume {
+                name: "/dev/sdb".into(),
+                vg_name: "vg1".into(),
+                ..Default::default()
+            }],
+            lvs: if pool {
+                vec![LogicalVolume {
+                    name: "pool".into(),
+                    vg_name: "vg1".into(),
+                    attr: "twi-aotz--".into(),
+                    ..Default::default()
+                }]
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    #[test]
+    fn converged_state_plans_nothing_and_a_new_disk_extends() {
+        let devices = [disk("/dev/sdb", "LVM2_member"), disk("/dev/sdc", "")];
+        let r = report_with_vg(&[OWNER_TAG], true);
+        let p = run(&thin_spec(Some(vec!["/dev/sdb"]), None), &devices, &r);
+        assert_eq!(p.steps, []);
+        assert_eq!(p.status.devices, ["/dev/sdb"]);
+        let p = run(
+            &thin_spec(Some(vec!["/dev/sdb", "/dev/sdc"]), None),
+            &devices,
+            &r,
+        );
+        assert_eq!(
+            p.steps,
+            [Step::ExtendVg {
+                devices: vec!["/dev/sdc".into()]
+            }]
+        );
+        assert_eq!(p.status.devices, ["/dev/sdb", "/dev/sdc"]);
+    }
+
+    #[test]
+    fn a_foreign_vg_of_the_same_name_is_not_adopted() {
+        let p = run(
+            &thin_spec(None, None),
+            &[disk("/dev/sdc", "")],
+            &report_with_vg(&["someone"], false),
+        );
+        assert!(p.steps.is_empty());
+        assert!(
+            p.status.reason.contains("was not created by LVMS"),
+            "{}",
+            p.status.reason
+        );
+    }
+
+    #[test]
+    fn missing_pvs_degrade() {
+        let mut r = report_with_vg(&[OWNER_TAG], true);
+        r.vgs[0].missing_pv_count = 1;
+        let p = run(
+            &thin_spec(None, None),
+            &[disk("/dev/sdb", "LVM2_member")],
+            &r,
+        );
+        assert_eq!(p.status.status, VGStatusType::Degraded);
+    }
+
+    #[test]
+    fn pool_sizes_follow_the_policies() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let mut tp = ThinPoolConfig {
+            name: "p".into(),
+            size_percent: 80,
+            overprovision_ratio: 1,
+            ..Default::default()
+        };
+        tp.chunk_size = Some(Quantity("256Ki".into()));
+        tp.metadata_size_calculation_policy = MetadataSizeCalculationPolicy::Static;
+        let s = thin_pool_spec(&tp);
+        assert_eq!(
+            (s.size_percent, s.chunk_size, s.metadata_size),
+            (80, Some(262144), Some(DEFAULT_METADATA_SIZE))
+        );
+        tp.chunk_size_calculation_policy = ChunkSizeCalculationPolicy::Host;
+        assert_eq!(thin_pool_spec(&tp).chunk_size, None);
+    }
+}
