@@ -5,6 +5,7 @@
 pub mod logical_volume;
 pub mod lvmcluster;
 pub mod names;
+pub mod nodes;
 pub mod schema;
 pub mod status;
 pub mod validate;

@@ -318,6 +318,31 @@ impl Lvm {
         }
     }
 
+    /// Grows `vg/name` to `percent` of the volume group (a thin pool after the VG grew). Already
+    /// that large is success.
+    pub fn extend_to_percent(&self, vg: &str, name: &str, percent: u8) -> Result<(), Error> {
+        check_name("volume group", vg)?;
+        check_name("logical volume", name)?;
+        if !(1..=100).contains(&percent) {
+            return Err(Error::Invalid(format!(
+                "percent {percent} is not in 1..=100"
+            )));
+        }
+        match self.lvm(vec![
+            s("lvextend"),
+            s("--extents"),
+            format!("{percent}%VG"),
+            format!("{vg}/{name}"),
+        ]) {
+            Err(Error::Command { stderr, .. })
+                if stderr.contains("matches existing size") || stderr.contains("less than") =>
+            {
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
+
     pub fn remove(&self, vg: &str, name: &str) -> Result<(), Error> {
         check_name("volume group", vg)?;
         check_name("logical volume", name)?;

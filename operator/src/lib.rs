@@ -4,7 +4,8 @@ pub mod config;
 pub mod http;
 pub mod leader;
 pub mod metrics;
-pub mod nodes;
+pub use lvms_api::nodes;
+
 pub mod reconcile;
 pub mod resources;
 pub mod run;

@@ -10,7 +10,7 @@ use lvms_api::{
     NodeStatus, VGStatus, VGStatusType,
 };
 
-use crate::nodes;
+use lvms_api::nodes;
 
 pub const RESOURCES_AVAILABLE: &str = "ResourcesAvailable";
 pub const VOLUME_GROUPS_READY: &str = "VolumeGroupsReady";
@@ -204,9 +204,9 @@ pub fn duplicate(cluster: &LVMCluster, active: &str, now: &Time) -> LVMClusterSt
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use crate::nodes::tests::node;
     use crate::resources::tests::cluster;
     use lvms_api::LVMVolumeGroupNodeStatusSpec;
+    use lvms_api::nodes::node;
 
     pub fn report(node: &str, statuses: &[(&str, VGStatusType, &str)]) -> LVMVolumeGroupNodeStatus {
         let mut r = LVMVolumeGroupNodeStatus::new(

@@ -1,5 +1,8 @@
-//! vg-manager, the node agent: disk discovery and the volume group planner. The agent loop and
-//! the CSI services come with issues #5 and #6.
+//! vg-manager, the node agent: disk discovery, the volume group planner, the per-node reconcile
+//! pass (volume groups, thin pools, teardown, status, capacity) and its metrics. The CSI services
+//! come with issue #6.
 
+pub mod agent;
+pub mod capacity;
 pub mod discover;
 pub mod plan;

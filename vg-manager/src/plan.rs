@@ -21,9 +21,18 @@ pub const DEFAULT_METADATA_SIZE: u64 = 1 << 30;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    CreateVg { devices: Vec<String> },
-    ExtendVg { devices: Vec<String> },
+    CreateVg {
+        devices: Vec<String>,
+    },
+    ExtendVg {
+        devices: Vec<String>,
+    },
     CreateThinPool(ThinPoolSpec),
+    /// Grow the thin pool back to its share of a volume group that grew.
+    ExtendThinPool {
+        name: String,
+        size_percent: u8,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -192,7 +201,28 @@ pub fn plan(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan {
                     excluded,
                 );
             }
-            Some(_) => {}
+            Some(lv) => {
+                // The VG grew (day 2): the pool follows, to its percentage of the new size. A
+                // 1 % tolerance absorbs extent rounding, so a converged pool plans nothing.
+                let vg_size = vg.map(|v| v.size).unwrap_or(0)
+                    + eligible
+                        .iter()
+                        .filter_map(|d| {
+                            node.devices
+                                .iter()
+                                .flat_map(|b| b.walk())
+                                .find(|b| &b.name == d)
+                        })
+                        .map(|b| b.size)
+                        .sum::<u64>();
+                let target = vg_size / 100 * tp.size_percent.clamp(1, 100) as u64;
+                if lv.size + vg_size / 100 < target {
+                    steps.push(Step::ExtendThinPool {
+                        name: tp.name.clone(),
+                        size_percent: tp.size_percent.clamp(1, 100) as u8,
+                    });
+                }
+            }
             None => steps.push(Step::CreateThinPool(thin_pool_spec(tp))),
         }
     }
@@ -260,6 +290,10 @@ pub fn apply(lvm: &Lvm, name: &str, steps: &[Step]) -> Result<(), String> {
             }
             Step::ExtendVg { devices } => lvm.vgextend(name, devices),
             Step::CreateThinPool(spec) => lvm.create_thin_pool(name, spec),
+            Step::ExtendThinPool {
+                name: pool,
+                size_percent,
+            } => lvm.extend_to_percent(name, pool, *size_percent),
         };
         result.map_err(|e| format!("{step:?}: {e}"))?;
     }
@@ -455,10 +489,18 @@ mod tests {
             &r,
         );
         assert_eq!(
-            p.steps,
-            [Step::ExtendVg {
+            p.steps[0],
+            Step::ExtendVg {
                 devices: vec!["/dev/sdc".into()]
-            }]
+            }
+        );
+        assert_eq!(
+            p.steps[1],
+            Step::ExtendThinPool {
+                name: "pool".into(),
+                size_percent: 90
+            },
+            "the pool follows the VG"
         );
         assert_eq!(p.status.devices, ["/dev/sdb", "/dev/sdc"]);
     }

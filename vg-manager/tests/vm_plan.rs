@@ -112,13 +112,36 @@ fn planner_builds_extends_and_refuses_on_real_lvm() {
     ]);
     let p = observe(&runner, &lvm, "vg1", &three);
     assert_eq!(
-        p.steps,
-        [Step::ExtendVg {
+        p.steps[0],
+        Step::ExtendVg {
             devices: vec!["/dev/vdd".into()]
-        }]
+        }
+    );
+    assert!(
+        matches!(
+            p.steps[1],
+            Step::ExtendThinPool {
+                size_percent: 90,
+                ..
+            }
+        ),
+        "{p:?}"
     );
     apply(&lvm, "vg1", &p.steps).unwrap();
-    assert_eq!(lvm.report().unwrap().pvs_of("vg1").count(), 3);
+    let r = lvm.report().unwrap();
+    assert_eq!(r.pvs_of("vg1").count(), 3);
+    let (pool, vg) = (r.lv("vg1", "thin-pool-1").unwrap(), r.vg("vg1").unwrap());
+    assert!(
+        pool.size >= vg.size * 88 / 100,
+        "the pool grew with the VG: {} of {}",
+        pool.size,
+        vg.size
+    );
+    assert_eq!(
+        observe(&runner, &lvm, "vg1", &three).steps,
+        [],
+        "and then nothing is left to do"
+    );
 
     // A required disk with a filesystem: Failed, and the xfs is still there.
     let p = observe(&runner, &lvm, "vg2", &spec(&["/dev/vdc"]));

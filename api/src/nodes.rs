@@ -2,7 +2,9 @@
 //! NoSchedule taint that the LVMCluster does not tolerate. The same rules the scheduler applies to
 //! the vg-manager DaemonSet, so the expected node count matches where the agent actually runs.
 
-use k8s_openapi::api::core::v1::{Node, NodeSelector, NodeSelectorRequirement, Taint, Toleration};
+use k8s_openapi::api::core::v1::{
+    Node, NodeSelector, NodeSelectorRequirement, NodeSpec, Taint, Toleration,
+};
 
 /// Whether `node` matches any term of `selector` (terms are ORed, requirements ANDed).
 pub fn matches(selector: &NodeSelector, node: &Node) -> bool {
@@ -86,35 +88,37 @@ pub fn selected<'a>(
         .collect()
 }
 
-#[cfg(test)]
-pub mod tests {
-    use super::*;
-    use k8s_openapi::api::core::v1::{NodeSelectorTerm, NodeSpec};
-
-    pub fn node(name: &str, labels: &[(&str, &str)], taints: &[(&str, &str)]) -> Node {
-        let mut n = Node::default();
-        n.metadata.name = Some(name.into());
-        n.metadata.labels = Some(
-            labels
+/// A Node with labels and (key, effect) taints: for tests of node selection here and downstream.
+#[doc(hidden)]
+pub fn node(name: &str, labels: &[(&str, &str)], taints: &[(&str, &str)]) -> Node {
+    let mut n = Node::default();
+    n.metadata.name = Some(name.into());
+    n.metadata.labels = Some(
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    n.spec = Some(NodeSpec {
+        taints: Some(
+            taints
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, e)| Taint {
+                    key: k.to_string(),
+                    effect: e.to_string(),
+                    ..Default::default()
+                })
                 .collect(),
-        );
-        n.spec = Some(NodeSpec {
-            taints: Some(
-                taints
-                    .iter()
-                    .map(|(k, e)| Taint {
-                        key: k.to_string(),
-                        effect: e.to_string(),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
-            ..Default::default()
-        });
-        n
-    }
+        ),
+        ..Default::default()
+    });
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::NodeSelectorTerm;
 
     fn sel(key: &str, op: &str, values: &[&str]) -> NodeSelector {
         NodeSelector {

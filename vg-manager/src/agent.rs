@@ -1,0 +1,465 @@
+//! One reconcile pass of the node agent over every LVMVolumeGroup that selects this node: build
+//! or extend its volume group and thin pool, tear it down when it is deleted, and report status
+//! and capacity. LVM is read once per pass (one lsblk, one report) and again only after a change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use lvm::lsblk::BlockDevice;
+use lvm::{Exec, Lvm, Report};
+use lvms_api::names::{CAPACITY_ANNOTATION_PREFIX, capacity_annotation, node_cleanup_finalizer};
+use lvms_api::{
+    LVMVolumeGroup, LVMVolumeGroupNodeStatus, LVMVolumeGroupNodeStatusSpec, VGStatus, VGStatusType,
+};
+use serde_json::json;
+
+use crate::capacity::{self, ClassUsage};
+use crate::plan::{self, Observed};
+
+/// Annotation on this node's LVMVolumeGroupNodeStatus recording the devices wiped per class, so
+/// a restart never wipes twice. Written before wiping: at most once, even across a crash.
+pub const WIPED_ANNOTATION: &str = "lvm.topolvm.io/wiped-devices";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}: {1}")]
+    Kube(String, #[source] kube::Error),
+    #[error("{0}")]
+    Lvm(String),
+}
+
+fn kube_err(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
+    move |e| Error::Kube(what.to_string(), e)
+}
+
+pub struct Agent {
+    pub client: Client,
+    pub node: String,
+    pub namespace: String,
+    pub runner: Arc<Exec>,
+    pub lvm: Lvm,
+}
+
+/// What one pass saw and did, for metrics and tests.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    pub statuses: Vec<VGStatus>,
+    pub usage: BTreeMap<String, ClassUsage>,
+    /// LVM or disks were changed in this pass.
+    pub changed: bool,
+}
+
+struct Snapshot {
+    devices: Vec<BlockDevice>,
+    report: Report,
+    loops: BTreeMap<String, String>,
+}
+
+fn resolve(path: &str) -> Option<String> {
+    std::fs::canonicalize(path)
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+impl Agent {
+    pub fn new(client: Client, node: &str, namespace: &str, runner: Arc<Exec>) -> Self {
+        let lvm = Lvm::new(runner.clone());
+        Self {
+            client,
+            node: node.into(),
+            namespace: namespace.into(),
+            runner,
+            lvm,
+        }
+    }
+
+    /// Reads the node's disks and LVM (blocking commands, off the async threads).
+    async fn snapshot(&self) -> Result<Snapshot, Error> {
+        let (runner, lvm) = (self.runner.clone(), self.lvm.clone());
+        tokio::task::spawn_blocking(move || {
+            let devices =
+                lvm::lsblk::list(runner.as_ref()).map_err(|e| Error::Lvm(e.to_string()))?;
+            let report = lvm.report().map_err(|e| Error::Lvm(e.to_string()))?;
+            let loops = crate::discover::loop_backing(runner.as_ref());
+            Ok(Snapshot {
+                devices,
+                report,
+                loops,
+            })
+        })
+        .await
+        .map_err(|e| Error::Lvm(format!("LVM task: {e}")))?
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Lvm, &Exec) -> T + Send + 'static,
+    ) -> T {
+        let (runner, lvm) = (self.runner.clone(), self.lvm.clone());
+        tokio::task::spawn_blocking(move || f(&lvm, &runner))
+            .await
+            .expect("LVM task panicked")
+    }
+
+    /// One pass. Every step is idempotent, so an interrupted pass is finished by the next.
+    pub async fn pass(&self) -> Result<Outcome, Error> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let node = nodes
+            .get(&self.node)
+            .await
+            .map_err(kube_err("reading this Node"))?;
+        let vgs_api: Api<LVMVolumeGroup> = Api::namespaced(self.client.clone(), &self.namespace);
+        let statuses_api: Api<LVMVolumeGroupNodeStatus> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let vgs = vgs_api
+            .list(&ListParams::default())
+            .await
+            .map_err(kube_err("listing LVMVolumeGroups"))?
+            .items;
+        let mine: Vec<&LVMVolumeGroup> = vgs
+            .iter()
+            .filter(|vg| {
+                vg.spec
+                    .node_selector
+                    .as_ref()
+                    .is_none_or(|s| lvms_api::nodes::matches(s, &node))
+                    || vg
+                        .finalizers()
+                        .contains(&node_cleanup_finalizer(&self.node))
+            })
+            .collect();
+        let existing = statuses_api
+            .get_opt(&self.node)
+            .await
+            .map_err(kube_err("reading this node's status"))?;
+        let mut wiped: BTreeMap<String, BTreeSet<String>> = existing
+            .as_ref()
+            .and_then(|s| s.annotations().get(WIPED_ANNOTATION))
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_default();
+
+        let mut snap = self.snapshot().await?;
+        let mut out = Outcome::default();
+        let mut reported = Vec::new();
+        for vg in &mine {
+            let name = vg.name_any();
+            if vg.metadata.deletion_timestamp.is_some() {
+                if let Some(status) = self.teardown(&vgs_api, vg, &snap.report).await? {
+                    reported.push(status);
+                }
+                out.changed = true;
+                snap = self.snapshot().await?;
+                continue;
+            }
+            self.ensure_finalizer(&vgs_api, vg).await?;
+
+            // Wipe only explicit paths, only when asked, only once per node and class.
+            if vg
+                .spec
+                .device_selector
+                .as_ref()
+                .is_some_and(|s| s.force_wipe_devices_and_destroy_all_data == Some(true))
+            {
+                let targets: Vec<String> = vg
+                    .spec
+                    .device_selector
+                    .iter()
+                    .flat_map(|s| s.paths.iter().flatten())
+                    .filter_map(|p| resolve(p))
+                    .filter(|d| snap.report.pv(d).is_none_or(|pv| pv.vg_name != name))
+                    .filter(|d| !wiped.get(&name).is_some_and(|w| w.contains(d)))
+                    .collect();
+                if !targets.is_empty() {
+                    wiped
+                        .entry(name.clone())
+                        .or_default()
+                        .extend(targets.iter().cloned());
+                    self.record_wiped(&statuses_api, existing.is_some(), &wiped)
+                        .await?;
+                    let devices = snap.devices.clone();
+                    self.blocking(move |_, runner| wipe(runner, &devices, &targets))
+                        .await
+                        .map_err(Error::Lvm)?;
+                    snap = self.snapshot().await?;
+                    out.changed = true;
+                }
+            }
+
+            let observed = Observed {
+                devices: &snap.devices,
+                report: &snap.report,
+                loops: &snap.loops,
+                resolve: &resolve,
+            };
+            let p = plan::plan(&name, &vg.spec, &observed);
+            let status = if p.steps.is_empty() {
+                p.status
+            } else {
+                let steps = p.steps.clone();
+                let vg_name = name.clone();
+                let result = self
+                    .blocking(move |lvm, _| plan::apply(lvm, &vg_name, &steps))
+                    .await;
+                snap = self.snapshot().await?;
+                out.changed = true;
+                match result {
+                    Ok(()) => {
+                        let observed = Observed {
+                            devices: &snap.devices,
+                            report: &snap.report,
+                            loops: &snap.loops,
+                            resolve: &resolve,
+                        };
+                        plan::plan(&name, &vg.spec, &observed).status
+                    }
+                    Err(e) => VGStatus {
+                        name: name.clone(),
+                        status: VGStatusType::Failed,
+                        reason: e,
+                        ..p.status
+                    },
+                }
+            };
+            let pool = vg
+                .spec
+                .thin_pool_config
+                .as_ref()
+                .map(|t| (t.name.as_str(), t.overprovision_ratio.max(1) as u64));
+            if let Some(u) = capacity::usage(&snap.report, &name, pool) {
+                out.usage.insert(name.clone(), u);
+            }
+            reported.push(status);
+        }
+        reported.sort_by(|a, b| a.name.cmp(&b.name));
+        self.publish_status(&statuses_api, existing.as_ref(), &reported)
+            .await?;
+        self.publish_capacity(&nodes, &node, &out.usage).await?;
+        out.statuses = reported;
+        Ok(out)
+    }
+
+    async fn ensure_finalizer(
+        &self,
+        api: &Api<LVMVolumeGroup>,
+        vg: &LVMVolumeGroup,
+    ) -> Result<(), Error> {
+        let ours = node_cleanup_finalizer(&self.node);
+        if vg.finalizers().contains(&ours) {
+            return Ok(());
+        }
+        let mut f = vg.finalizers().to_vec();
+        f.push(ours);
+        let patch =
+            json!({"metadata": {"finalizers": f, "resourceVersion": vg.resource_version()}});
+        api.patch(
+            &vg.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(kube_err("adding this node's finalizer"))?;
+        Ok(())
+    }
+
+    /// Removes the thin pool, the VG and the PV labels, then this node's finalizer. Refuses while
+    /// user volumes remain (their data would go with the VG). Returns the status to report.
+    async fn teardown(
+        &self,
+        api: &Api<LVMVolumeGroup>,
+        vg: &LVMVolumeGroup,
+        report: &Report,
+    ) -> Result<Option<VGStatus>, Error> {
+        let ours = node_cleanup_finalizer(&self.node);
+        if !vg.finalizers().contains(&ours) {
+            return Ok(None);
+        }
+        let name = vg.name_any();
+        let pool = vg.spec.thin_pool_config.as_ref().map(|t| t.name.clone());
+        let remaining: Vec<String> = report
+            .lvs_of(&name)
+            .filter(|l| !l.is_internal() && Some(&l.name) != pool.as_ref())
+            .map(|l| l.name.clone())
+            .collect();
+        if !remaining.is_empty() {
+            let reason = format!(
+                "volume group {name} still has logical volumes ({}); it is removed once they are deleted",
+                remaining.join(", ")
+            );
+            return Ok(Some(VGStatus {
+                name,
+                status: VGStatusType::Failed,
+                reason,
+                ..Default::default()
+            }));
+        }
+        let pvs: Vec<String> = report
+            .pvs_of(&name)
+            .map(|p| p.name.clone())
+            .filter(|n| !n.starts_with('['))
+            .collect();
+        let exists = report.vg(&name).is_some();
+        let vg_name = name.clone();
+        let result = self
+            .blocking(move |lvm, _| -> Result<(), lvm::Error> {
+                let gone = |r: Result<(), lvm::Error>| match r {
+                    Err(e) if e.is_not_found() => Ok(()),
+                    other => other,
+                };
+                if exists {
+                    if let Some(pool) = &pool {
+                        gone(lvm.remove(&vg_name, pool))?;
+                    }
+                    gone(lvm.vgremove(&vg_name))?;
+                }
+                for pv in &pvs {
+                    gone(lvm.pvremove(pv))?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            return Ok(Some(VGStatus {
+                name,
+                status: VGStatusType::Failed,
+                reason: format!("removing the volume group: {e}"),
+                ..Default::default()
+            }));
+        }
+        let f: Vec<&String> = vg.finalizers().iter().filter(|f| **f != ours).collect();
+        let patch =
+            json!({"metadata": {"finalizers": f, "resourceVersion": vg.resource_version()}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err("releasing this node's finalizer"))?;
+        Ok(None)
+    }
+
+    async fn record_wiped(
+        &self,
+        api: &Api<LVMVolumeGroupNodeStatus>,
+        exists: bool,
+        wiped: &BTreeMap<String, BTreeSet<String>>,
+    ) -> Result<(), Error> {
+        let value = serde_json::to_string(wiped).expect("serializes");
+        if !exists {
+            let mut s =
+                LVMVolumeGroupNodeStatus::new(&self.node, LVMVolumeGroupNodeStatusSpec::default());
+            s.metadata.namespace = Some(self.namespace.clone());
+            api.create(&PostParams::default(), &s)
+                .await
+                .map_err(kube_err("creating this node's status"))?;
+        }
+        let patch = json!({"metadata": {"annotations": {WIPED_ANNOTATION: value}}});
+        api.patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err("recording wiped devices"))?;
+        Ok(())
+    }
+
+    async fn publish_status(
+        &self,
+        api: &Api<LVMVolumeGroupNodeStatus>,
+        existing: Option<&LVMVolumeGroupNodeStatus>,
+        statuses: &[VGStatus],
+    ) -> Result<(), Error> {
+        let spec = LVMVolumeGroupNodeStatusSpec {
+            lvm_vg_status: statuses.to_vec(),
+        };
+        let current = api
+            .get_opt(&self.node)
+            .await
+            .map_err(kube_err("reading this node's status"))?
+            .or_else(|| existing.cloned());
+        match current {
+            Some(c) if c.spec == spec => Ok(()),
+            Some(_) => {
+                let patch = json!({"spec": {"nodeStatus": spec.lvm_vg_status}});
+                api.patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(kube_err("updating this node's status"))?;
+                Ok(())
+            }
+            None => {
+                let mut s = LVMVolumeGroupNodeStatus::new(&self.node, spec);
+                s.metadata.namespace = Some(self.namespace.clone());
+                api.create(&PostParams::default(), &s)
+                    .await
+                    .map_err(kube_err("creating this node's status"))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets `capacity.topolvm.io/<class>` for every class present and removes stale ones.
+    async fn publish_capacity(
+        &self,
+        nodes: &Api<Node>,
+        node: &Node,
+        usage: &BTreeMap<String, ClassUsage>,
+    ) -> Result<(), Error> {
+        let mut patch = serde_json::Map::new();
+        let current = node.annotations();
+        for (class, u) in usage {
+            let key = capacity_annotation(class);
+            let value = u.available().to_string();
+            if current.get(&key) != Some(&value) {
+                patch.insert(key, json!(value));
+            }
+        }
+        for key in current
+            .keys()
+            .filter(|k| k.starts_with(CAPACITY_ANNOTATION_PREFIX))
+        {
+            let class = &key[CAPACITY_ANNOTATION_PREFIX.len()..];
+            if !usage.contains_key(class) {
+                patch.insert(key.clone(), serde_json::Value::Null);
+            }
+        }
+        if patch.is_empty() {
+            return Ok(());
+        }
+        let body = json!({"metadata": {"annotations": patch}});
+        nodes
+            .patch(&self.node, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+            .map_err(kube_err("updating capacity annotations"))?;
+        Ok(())
+    }
+}
+
+/// Removes every signature from `targets`, after removing the device-mapper devices stacked on
+/// them (deepest first), so nothing holds the disk.
+pub fn wipe(runner: &Exec, devices: &[BlockDevice], targets: &[String]) -> Result<(), String> {
+    use lvm::Runner;
+    for t in targets {
+        if let Some(d) = devices.iter().flat_map(|d| d.walk()).find(|d| &d.name == t) {
+            let mut holders: Vec<&BlockDevice> = d
+                .walk()
+                .into_iter()
+                .skip(1)
+                .filter(|c| c.kind != "part")
+                .collect();
+            holders.reverse();
+            let mut seen = BTreeSet::new();
+            for h in holders {
+                if seen.insert(h.name.clone()) {
+                    match runner.run(
+                        "dmsetup",
+                        &["remove".into(), "--retry".into(), h.name.clone()],
+                    ) {
+                        Ok(_) => {}
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(format!("removing {} from {t}: {e}", h.name)),
+                    }
+                }
+            }
+        }
+        runner
+            .run("wipefs", &["--all".into(), "--force".into(), t.clone()])
+            .map_err(|e| format!("wiping {t}: {e}"))?;
+    }
+    Ok(())
+}
