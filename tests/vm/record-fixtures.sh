@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../.."
 out=$PWD/lvm/tests/fixtures
 mkdir -p "$out"
 vm=tests/vm/run-in-vm.sh
-# Not under /tmp or /var/tmp: the guest mounts fresh tmpfs there.
+# Under target/ so the files sit with the build, not in the system temp dirs.
 mkdir -p target; work=$(mktemp -d "$PWD/target/lvms-fixtures.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 truncate -s 1G "$work/p1.img" "$work/p2.img"

@@ -127,7 +127,8 @@ mkdir -p "$W/share"
   echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM=dumb'
   echo 'mkdir -p /dev/pts /dev/shm /run/lock /run/lvm'
   echo 'mount -t devpts -o gid=5,mode=620 devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm'
-  echo 'mount -t tmpfs tmpfs /tmp; mount -t tmpfs tmpfs /var/tmp'
+  # /tmp and /var/tmp stay the host's (through the writable overlay): a clone or test binary
+  # living there must remain visible in the guest.
   echo 'ln -sf /proc/self/fd /dev/fd; ln -sf /proc/self/fd/0 /dev/stdin; ln -sf /proc/self/fd/1 /dev/stdout; ln -sf /proc/self/fd/2 /dev/stderr'
   echo 'hostname rivm; : > /etc/machine-id 2>/dev/null'
   i=0

@@ -41,7 +41,7 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A scratch directory the guest can see (not /tmp or /var/tmp: the guest mounts tmpfs there).
+/// A scratch directory for disk images, under target/ (kept out of the system temp dirs).
 pub fn scratch_dir(name: &str) -> PathBuf {
     let d = repo_root()
         .join("target")
