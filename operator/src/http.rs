@@ -1,11 +1,8 @@
-//! `/healthz`, `/readyz` and `/metrics` on one port: a few lines of HTTP/1.1 instead of a web
-//! framework, which would double the binary and its memory for three GET routes.
+//! `/healthz`, `/readyz` and `/metrics` of the operator (served by http-probe).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use http_probe::{OPENMETRICS, Reply, get_path};
 
 use crate::metrics::Metrics;
 
@@ -15,63 +12,21 @@ pub struct Health {
     pub ready: AtomicBool,
 }
 
-/// The response to one request line: (status line, content type, body).
-pub fn respond(
-    request_line: &str,
-    health: &Health,
-    metrics: &Metrics,
-) -> (&'static str, &'static str, String) {
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" {
-        return ("405 Method Not Allowed", "text/plain", "only GET\n".into());
-    }
-    match path.split('?').next().unwrap_or("") {
-        "/healthz" => ("200 OK", "text/plain", "ok\n".into()),
-        "/readyz" if health.ready.load(Ordering::Relaxed) => {
+/// The response to one request line.
+pub fn respond(request_line: &str, health: &Health, metrics: &Metrics) -> Reply {
+    match get_path(request_line) {
+        None => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
+        Some("/healthz") => ("200 OK", "text/plain", "ok\n".into()),
+        Some("/readyz") if health.ready.load(Ordering::Relaxed) => {
             ("200 OK", "text/plain", "ok\n".into())
         }
-        "/readyz" => (
+        Some("/readyz") => (
             "503 Service Unavailable",
             "text/plain",
             "not leading yet\n".into(),
         ),
-        "/metrics" => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
-        ),
-        _ => ("404 Not Found", "text/plain", "not found\n".into()),
-    }
-}
-
-pub async fn serve(listener: TcpListener, health: Arc<Health>, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let (health, metrics) = (health.clone(), metrics.clone());
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                stream.read(&mut buf),
-            )
-            .await
-            {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let text = String::from_utf8_lossy(&buf[..n]);
-            let (status, ctype, body) =
-                respond(text.lines().next().unwrap_or(""), &health, &metrics);
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-        });
+        Some("/metrics") => ("200 OK", OPENMETRICS, metrics.render()),
+        Some(_) => ("404 Not Found", "text/plain", "not found\n".into()),
     }
 }
 

@@ -35,10 +35,10 @@ pub async fn run(client: Client, opts: Options) -> anyhow_free::Result<()> {
         .await
         .map_err(|e| format!("binding {}: {e}", opts.metrics_addr))?;
     info!(addr = %opts.metrics_addr, "serving /healthz, /readyz and /metrics");
-    tokio::spawn(crate::http::serve(
+    let (h, m) = (health.clone(), metrics.clone());
+    tokio::spawn(http_probe::serve(
         listener,
-        health.clone(),
-        metrics.clone(),
+        Arc::new(move |line: &str| crate::http::respond(line, &h, &m)),
     ));
 
     let ns = opts.config.namespace.clone();

@@ -5,4 +5,6 @@
 pub mod agent;
 pub mod capacity;
 pub mod discover;
+pub mod metrics;
 pub mod plan;
+pub mod run;

@@ -1,0 +1,196 @@
+//! The agent's metrics: TopoLVM's gauges per device class (names kept so dashboards and alerts
+//! keep working), and the agent's own pass and LVM command counters.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::capacity::ClassUsage;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub node: String,
+    pub device_class: String,
+}
+
+type IntGauges = Family<ClassLabels, Gauge>;
+type FloatGauges = Family<ClassLabels, Gauge<f64, AtomicU64>>;
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    vg_available: IntGauges,
+    vg_size: IntGauges,
+    pool_size: IntGauges,
+    pool_data: FloatGauges,
+    pool_metadata: FloatGauges,
+    pool_overprovisioned_available: IntGauges,
+    pub passes: Counter,
+    pub pass_errors: Counter,
+    pub lvm_commands: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            registry: Mutex::new(Registry::default()),
+            vg_available: Default::default(),
+            vg_size: Default::default(),
+            pool_size: Default::default(),
+            pool_data: Default::default(),
+            pool_metadata: Default::default(),
+            pool_overprovisioned_available: Default::default(),
+            passes: Default::default(),
+            pass_errors: Default::default(),
+            lvm_commands: Default::default(),
+        };
+        registry.register(
+            "topolvm_volumegroup_available_bytes",
+            "Free bytes of the volume group",
+            m.vg_available.clone(),
+        );
+        registry.register(
+            "topolvm_volumegroup_size_bytes",
+            "Size of the volume group in bytes",
+            m.vg_size.clone(),
+        );
+        registry.register(
+            "topolvm_thinpool_size_bytes",
+            "Size of the thin pool in bytes",
+            m.pool_size.clone(),
+        );
+        registry.register(
+            "topolvm_thinpool_data_percent",
+            "Data usage of the thin pool, percent",
+            m.pool_data.clone(),
+        );
+        registry.register(
+            "topolvm_thinpool_metadata_percent",
+            "Metadata usage of the thin pool, percent",
+            m.pool_metadata.clone(),
+        );
+        registry.register(
+            "topolvm_thinpool_overprovisioned_available",
+            "Bytes that can still be provisioned from the thin pool (ratio x size - promised)",
+            m.pool_overprovisioned_available.clone(),
+        );
+        registry.register(
+            "vg_manager_passes",
+            "Reconcile passes of the node agent",
+            m.passes.clone(),
+        );
+        registry.register(
+            "vg_manager_pass_errors",
+            "Reconcile passes that failed",
+            m.pass_errors.clone(),
+        );
+        registry.register(
+            "vg_manager_lvm_commands",
+            "Commands run (lvm, lsblk, losetup, filesystem tools)",
+            m.lvm_commands.clone(),
+        );
+        *m.registry.lock().unwrap() = registry;
+        m
+    }
+}
+
+impl Metrics {
+    /// Replaces the per-class gauges with the classes present now (removed classes vanish).
+    pub fn set_usage(&self, node: &str, usage: &BTreeMap<String, ClassUsage>) {
+        for f in [
+            &self.vg_available,
+            &self.vg_size,
+            &self.pool_size,
+            &self.pool_overprovisioned_available,
+        ] {
+            f.clear();
+        }
+        self.pool_data.clear();
+        self.pool_metadata.clear();
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for (class, u) in usage {
+            let l = ClassLabels {
+                node: node.into(),
+                device_class: class.clone(),
+            };
+            self.vg_available.get_or_create(&l).set(clamp(u.vg_free));
+            self.vg_size.get_or_create(&l).set(clamp(u.vg_size));
+            if let Some(t) = &u.thin {
+                self.pool_size.get_or_create(&l).set(clamp(t.pool_size));
+                self.pool_data.get_or_create(&l).set(t.data_percent);
+                self.pool_metadata.get_or_create(&l).set(t.metadata_percent);
+                self.pool_overprovisioned_available
+                    .get_or_create(&l)
+                    .set(clamp(u.available()));
+            }
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capacity::ThinUsage;
+
+    #[test]
+    fn topolvm_gauges_per_class() {
+        let m = Metrics::default();
+        let thin = ClassUsage {
+            vg_size: 1000,
+            vg_free: 100,
+            thin: Some(ThinUsage {
+                pool_size: 900,
+                data_percent: 12.5,
+                metadata_percent: 3.0,
+                virtual_used: 1000,
+                overprovision_ratio: 10,
+            }),
+        };
+        let usage: BTreeMap<String, ClassUsage> = [
+            ("vg1".to_string(), thin),
+            (
+                "thick".to_string(),
+                ClassUsage {
+                    vg_size: 50,
+                    vg_free: 20,
+                    thin: None,
+                },
+            ),
+        ]
+        .into();
+        m.set_usage("node-a", &usage);
+        let text = m.render();
+        for line in [
+            r#"topolvm_volumegroup_available_bytes{node="node-a",device_class="vg1"} 100"#,
+            r#"topolvm_volumegroup_size_bytes{node="node-a",device_class="thick"} 50"#,
+            r#"topolvm_thinpool_size_bytes{node="node-a",device_class="vg1"} 900"#,
+            r#"topolvm_thinpool_data_percent{node="node-a",device_class="vg1"} 12.5"#,
+            r#"topolvm_thinpool_metadata_percent{node="node-a",device_class="vg1"} 3.0"#,
+            r#"topolvm_thinpool_overprovisioned_available{node="node-a",device_class="vg1"} 8000"#,
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+        assert!(
+            !text.contains(r#"topolvm_thinpool_size_bytes{node="node-a",device_class="thick"}"#)
+        );
+        m.set_usage("node-a", &BTreeMap::new());
+        assert!(
+            !m.render().contains("device_class=\"vg1\""),
+            "removed classes disappear"
+        );
+    }
+}
