@@ -461,5 +461,8 @@ pub fn wipe(runner: &Exec, devices: &[BlockDevice], targets: &[String]) -> Resul
             .run("wipefs", &["--all".into(), "--force".into(), t.clone()])
             .map_err(|e| format!("wiping {t}: {e}"))?;
     }
+    // lsblk reads signatures from the udev database: let udev see the wiped disks before the
+    // next read, or they would still look like they carry a filesystem. (No udev: no wait.)
+    let _ = runner.run("udevadm", &["settle".into(), "--timeout=30".into()]);
     Ok(())
 }

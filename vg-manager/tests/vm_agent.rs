@@ -237,4 +237,17 @@ async fn force_wipe_once_and_crash_recovery() {
     restarted.pass().await.unwrap();
     assert!(lvm.report().unwrap().vg("vg1").is_none());
     assert!(api.get(VGS, Some(NS), "vg1").is_none());
+
+    // Killed right after pvcreate (an orphan PV, no VG yet): the next pass builds on it.
+    lvm.pvcreate("/dev/vdb").unwrap();
+    api.seed(VGS, json!({"apiVersion": "lvm.topolvm.io/v1alpha1", "kind": "LVMVolumeGroup", "metadata": {"name": "vg1", "namespace": NS},
+        "spec": {"deviceSelector": {"paths": ["/dev/vdb"]}, "thinPoolConfig": {"name": "pool", "sizePercent": 90, "overprovisionRatio": 1}}}));
+    restarted.pass().await.unwrap();
+    assert_eq!(
+        node_status(&api)[0]["status"],
+        "Ready",
+        "{}",
+        node_status(&api)
+    );
+    assert_eq!(node_status(&api)[0]["devices"], json!(["/dev/vdb"]));
 }
