@@ -150,10 +150,12 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
                 ..Default::default()
             },
         ]),
+        // The agent's own /healthz: it answers while its loop runs. (The livenessprobe sidecar
+        // checks the CSI socket, for the CSI node service.)
         liveness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {
                 path: Some("/healthz".into()),
-                port: IntOrString::String("healthz".into()),
+                port: IntOrString::String("http-metrics".into()),
                 ..Default::default()
             }),
             initial_delay_seconds: Some(10),
@@ -395,6 +397,36 @@ mod tests {
                 .contains_key("memory")
         );
         assert_eq!(p.service_account_name.as_deref(), Some("vg-manager"));
+        let probe = agent
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (probe.path.as_deref(), &probe.port),
+            (
+                Some("/healthz"),
+                &IntOrString::String("http-metrics".into())
+            )
+        );
+        let port = agent
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|p| p.name.as_deref() == Some("http-metrics"))
+            .unwrap();
+        assert_eq!(port.container_port, METRICS_PORT);
+        assert!(
+            agent
+                .args
+                .as_ref()
+                .unwrap()
+                .contains(&format!("--metrics-addr=0.0.0.0:{METRICS_PORT}")),
+            "the agent serves the probed port"
+        );
     }
 
     #[test]
