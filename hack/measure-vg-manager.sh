@@ -22,14 +22,16 @@ EOS
 cat > target/measure/in-guest.sh <<EOS
 set -euo pipefail
 cd $PWD
-./target/release/api-double-server --addr 127.0.0.1:18080 --kubeconfig /run/kubeconfig --seed target/measure/seed.yaml 2>/dev/null &
-while [ ! -s /run/kubeconfig ]; do sleep 0.1; done
+./target/release/api-double-server --addr 127.0.0.1:18080 --kubeconfig /run/kubeconfig --seed target/measure/seed.yaml 2>/run/server.log &
+for _ in \$(seq 100); do [ -s /run/kubeconfig ] && break; sleep 0.1; done
+[ -s /run/kubeconfig ] || { echo "the API double did not start:"; cat /run/server.log; exit 1; }
 start=\$(date +%s.%N)
 KUBECONFIG=/run/kubeconfig NODE_NAME=node-a POD_NAMESPACE=openshift-storage RUST_LOG=warn \
-  ./target/release/vg-manager run --metrics-addr 127.0.0.1:18081 --resync $resync &
+  ./target/release/vg-manager run --metrics-addr 127.0.0.1:18081 --resync $resync 2>/run/agent.log &
 agent=\$!
 url=http://127.0.0.1:18080/apis/lvm.topolvm.io/v1alpha1/namespaces/openshift-storage/lvmvolumegroupnodestatuses/node-a
-until curl -sf "\$url" | grep -q '"status":"Ready"'; do sleep 0.2; done
+for _ in \$(seq 600); do curl -sf "\$url" | grep -q '"status":"Ready"' && break; sleep 0.2; done
+curl -sf "\$url" | grep -q '"status":"Ready"' || { echo "not Ready after 120 s:"; curl -s "\$url"; echo; cat /run/agent.log; exit 1; }
 echo "new LVMVolumeGroup to Ready on two 2 GiB disks: \$(echo "\$(date +%s.%N) - \$start" | bc) s"
 before=\$(curl -s http://127.0.0.1:18081/metrics | awk '/^vg_manager_lvm_commands_total/{print \$2}')
 sleep $idle

@@ -131,6 +131,8 @@ mkdir -p "$W/share"
   # living there must remain visible in the guest.
   echo 'ln -sf /proc/self/fd /dev/fd; ln -sf /proc/self/fd/0 /dev/stdin; ln -sf /proc/self/fd/1 /dev/stdout; ln -sf /proc/self/fd/2 /dev/stderr'
   echo 'hostname rivm; : > /etc/machine-id 2>/dev/null'
+  # Loopback up: tests serve an API double on 127.0.0.1 inside the guest.
+  echo 'ip link set lo up 2>/dev/null || /bin/busybox ip link set lo up'
   i=0
   for d in "${RWDIRS[@]}"; do
     printf 'mkdir -p %q; mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 rw%d %q\n' "$d" $i "$d"; i=$((i+1))

@@ -44,6 +44,9 @@ where
         let mut stream = watcher(api, config).boxed();
         while let Some(ev) = stream.next().await {
             match ev {
+                // A (re)list starts with Init before it has read anything; wake on what it found
+                // (InitDone) and on real changes, not on every retry of a failing list.
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                 Ok(_) => notify.notify_one(),
                 Err(e) => {
                     warn!(%e, "watch");

@@ -21,6 +21,7 @@ fn resource(api_version: &str, kind: &str) -> Option<String> {
         "StorageClass" => "storageclasses",
         "CustomResourceDefinition" => "customresourcedefinitions",
         "LVMCluster" => "lvmclusters",
+        "LVMVolumeGroup" => "lvmvolumegroups",
         "LVMVolumeGroupNodeStatus" => "lvmvolumegroupnodestatuses",
         _ => return None,
     };
