@@ -45,6 +45,17 @@ pub async fn serve(listener: TcpListener, handler: Handler) {
     }
 }
 
+/// The OpenMetrics text of a registry shared behind a mutex (a poisoned lock still renders).
+pub fn render_metrics(
+    registry: &std::sync::Mutex<prometheus_client::registry::Registry>,
+) -> String {
+    let mut out = String::new();
+    let registry = registry.lock().unwrap_or_else(|e| e.into_inner());
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
