@@ -252,16 +252,7 @@ impl Agent {
         }
         let mut f = vg.finalizers().to_vec();
         f.push(ours);
-        let patch =
-            json!({"metadata": {"finalizers": f, "resourceVersion": vg.resource_version()}});
-        api.patch(
-            &vg.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(kube_err("adding this node's finalizer"))?;
-        Ok(())
+        set_finalizers(api, vg, &f, "adding this node's finalizer").await
     }
 
     /// Removes the thin pool, the VG and the PV labels, then this node's finalizer. Refuses while
@@ -328,13 +319,27 @@ impl Agent {
                 ..Default::default()
             }));
         }
-        let f: Vec<&String> = vg.finalizers().iter().filter(|f| **f != ours).collect();
-        let patch =
-            json!({"metadata": {"finalizers": f, "resourceVersion": vg.resource_version()}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(kube_err("releasing this node's finalizer"))?;
+        let f: Vec<String> = vg
+            .finalizers()
+            .iter()
+            .filter(|f| **f != ours)
+            .cloned()
+            .collect();
+        set_finalizers(api, vg, &f, "releasing this node's finalizer").await?;
         Ok(None)
+    }
+
+    async fn create_status(
+        &self,
+        api: &Api<LVMVolumeGroupNodeStatus>,
+        spec: LVMVolumeGroupNodeStatusSpec,
+    ) -> Result<(), Error> {
+        let mut s = LVMVolumeGroupNodeStatus::new(&self.node, spec);
+        s.metadata.namespace = Some(self.namespace.clone());
+        api.create(&PostParams::default(), &s)
+            .await
+            .map_err(kube_err("creating this node's status"))?;
+        Ok(())
     }
 
     async fn record_wiped(
@@ -345,12 +350,8 @@ impl Agent {
     ) -> Result<(), Error> {
         let value = serde_json::to_string(wiped).expect("serializes");
         if !exists {
-            let mut s =
-                LVMVolumeGroupNodeStatus::new(&self.node, LVMVolumeGroupNodeStatusSpec::default());
-            s.metadata.namespace = Some(self.namespace.clone());
-            api.create(&PostParams::default(), &s)
-                .await
-                .map_err(kube_err("creating this node's status"))?;
+            self.create_status(api, LVMVolumeGroupNodeStatusSpec::default())
+                .await?;
         }
         let patch = json!({"metadata": {"annotations": {WIPED_ANNOTATION: value}}});
         api.patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
@@ -382,14 +383,7 @@ impl Agent {
                     .map_err(kube_err("updating this node's status"))?;
                 Ok(())
             }
-            None => {
-                let mut s = LVMVolumeGroupNodeStatus::new(&self.node, spec);
-                s.metadata.namespace = Some(self.namespace.clone());
-                api.create(&PostParams::default(), &s)
-                    .await
-                    .map_err(kube_err("creating this node's status"))?;
-                Ok(())
-            }
+            None => self.create_status(api, spec).await,
         }
     }
 
@@ -428,6 +422,26 @@ impl Agent {
             .map_err(kube_err("updating capacity annotations"))?;
         Ok(())
     }
+}
+
+/// Writes an LVMVolumeGroup's finalizers, guarded by its resourceVersion so another node's
+/// concurrent change is never lost (409, retried by the next pass).
+async fn set_finalizers(
+    api: &Api<LVMVolumeGroup>,
+    vg: &LVMVolumeGroup,
+    finalizers: &[String],
+    action: &str,
+) -> Result<(), Error> {
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": vg.resource_version()}});
+    api.patch(
+        &vg.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(kube_err(action))?;
+    Ok(())
 }
 
 /// Removes every signature from `targets`, after removing the device-mapper devices stacked on
