@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod capacity;
 pub mod discover;
+pub mod logical_volume;
 pub mod metrics;
 pub mod plan;
 pub mod run;

@@ -1,0 +1,493 @@
+//! The node side of a LogicalVolume (TopoLVM's contract): create the LV on this node (thin,
+//! thick, or a thin snapshot/clone of `spec.source`), grow it when `spec.size` grows, remove it
+//! behind the `topolvm.io/logicalvolume` finalizer, and report `status.volumeID` (the LV name,
+//! which is the object's UID), `currentSize`, or a gRPC code and message. Idempotent: the LV is
+//! found by name on every call, so a crash between steps is finished by the next call.
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use lvm::{Layout, Lvm, Report};
+use lvms_api::names::LOGICAL_VOLUME_FINALIZER;
+use lvms_api::{LVMVolumeGroup, LogicalVolume, quantity_bytes};
+use serde_json::json;
+
+/// gRPC codes written to `status.code` (the CSI controller returns them as they are).
+pub mod code {
+    pub const OK: u32 = 0;
+    pub const INVALID_ARGUMENT: u32 = 3;
+    pub const NOT_FOUND: u32 = 5;
+    pub const RESOURCE_EXHAUSTED: u32 = 8;
+    pub const INTERNAL: u32 = 13;
+}
+
+/// Tag on every LV we create, naming its LogicalVolume: an LV with the tag and no object is
+/// garbage left by a crash; an LV without it is never ours to touch.
+pub fn owner_tag(lv: &LogicalVolume) -> String {
+    format!("lvms.topolvm.io/logicalvolume={}", lv.name_any())
+}
+
+/// What the node must do for one LogicalVolume, decided from the object and one LVM report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Not this node's, or being deleted without our finalizer: nothing.
+    None,
+    Create {
+        thin_pool: Option<String>,
+        size: u64,
+    },
+    Snapshot {
+        origin: String,
+    },
+    Extend {
+        size: u64,
+    },
+    Remove,
+    /// Converged: report the size.
+    Report {
+        size: u64,
+    },
+    /// Cannot proceed: report this code and message.
+    Fail {
+        code: u32,
+        message: String,
+    },
+}
+
+/// Bytes to allocate for `spec.size`: rounded up to 512 (LVM rounds further up to extents).
+fn wanted_size(lv: &LogicalVolume) -> Option<u64> {
+    let b = quantity_bytes(&lv.spec.size.0)?;
+    Some(b.div_ceil(512) * 512).filter(|s| *s > 0)
+}
+
+pub fn decide(
+    lv: &LogicalVolume,
+    node: &str,
+    class: Option<&LVMVolumeGroup>,
+    report: &Report,
+) -> Action {
+    if lv.spec.node_name != node {
+        return Action::None;
+    }
+    let vg = lv.spec.device_class.as_str();
+    let name = lv.uid().unwrap_or_default();
+    let existing = report.lv(vg, &name);
+    if lv.metadata.deletion_timestamp.is_some() {
+        return if lv
+            .finalizers()
+            .iter()
+            .any(|f| f == LOGICAL_VOLUME_FINALIZER)
+        {
+            Action::Remove
+        } else {
+            Action::None
+        };
+    }
+    let Some(size) = wanted_size(lv) else {
+        return Action::Fail {
+            code: code::INVALID_ARGUMENT,
+            message: format!("spec.size {:?} is not a byte count", lv.spec.size.0),
+        };
+    };
+    match existing {
+        Some(l) if l.size >= size => Action::Report { size: l.size },
+        Some(_) => Action::Extend { size },
+        None if !lv.status.as_ref().is_none_or(|s| s.volume_id.is_empty()) => Action::Fail {
+            code: code::NOT_FOUND,
+            message: format!("logical volume {vg}/{name} has vanished from the node"),
+        },
+        None => {
+            let Some(class) = class else {
+                return Action::Fail {
+                    code: code::NOT_FOUND,
+                    message: format!("device class {vg} does not exist"),
+                };
+            };
+            if report.vg(vg).is_none() {
+                return Action::Fail {
+                    code: code::NOT_FOUND,
+                    message: format!("volume group {vg} is not ready on node {node}"),
+                };
+            }
+            if !lv.spec.source.is_empty() {
+                if class.spec.thin_pool_config.is_none() {
+                    return Action::Fail {
+                        code: code::INVALID_ARGUMENT,
+                        message: format!(
+                            "device class {vg} is thick: snapshots and clones need a thin class"
+                        ),
+                    };
+                }
+                if report.lv(vg, &lv.spec.source).is_none() {
+                    return Action::Fail {
+                        code: code::NOT_FOUND,
+                        message: format!("source volume {} not found in {vg}", lv.spec.source),
+                    };
+                }
+                return Action::Snapshot {
+                    origin: lv.spec.source.clone(),
+                };
+            }
+            // Thin pools take any virtual size: the overprovision ratio is ours to enforce, here
+            // as well as in the controller, since two controllers' decisions can race.
+            let pool = class
+                .spec
+                .thin_pool_config
+                .as_ref()
+                .map(|t| (t.name.as_str(), t.overprovision_ratio.max(1) as u64));
+            let available = crate::capacity::usage(report, vg, pool)
+                .map(|u| u.available())
+                .unwrap_or(0);
+            if size > available {
+                return Action::Fail {
+                    code: code::RESOURCE_EXHAUSTED,
+                    message: format!(
+                        "{size} bytes requested, {available} available in device class {vg} on node {node}"
+                    ),
+                };
+            }
+            Action::Create {
+                thin_pool: pool.map(|(p, _)| p.to_string()),
+                size,
+            }
+        }
+    }
+}
+
+/// Runs `action` on LVM; a failure becomes a status code and message.
+pub fn execute(lvm: &Lvm, lv: &LogicalVolume, action: &Action) -> Result<(), (u32, String)> {
+    let vg = lv.spec.device_class.as_str();
+    let name = lv.uid().unwrap_or_default();
+    let tags = [owner_tag(lv)];
+    let result = match action {
+        Action::Create {
+            thin_pool: Some(pool),
+            size,
+        } => lvm.create_thin_lv(vg, pool, &name, *size, &tags),
+        Action::Create {
+            thin_pool: None,
+            size,
+        } => lvm.create_thick_lv(vg, &name, *size, Layout::Linear, &tags),
+        Action::Snapshot { origin } => lvm.create_thin_snapshot(vg, origin, &name, &tags),
+        Action::Extend { size } => lvm.extend(vg, &name, *size),
+        Action::Remove => match lvm.remove(vg, &name) {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        },
+        _ => Ok(()),
+    };
+    result.map_err(|e| {
+        let text = e.to_string();
+        let code = if text.contains("Insufficient free space") || text.contains("insufficient") {
+            code::RESOURCE_EXHAUSTED
+        } else if e.is_already_exists() {
+            // Created by an earlier, interrupted call: the next decide() sees it and reports it.
+            code::OK
+        } else {
+            code::INTERNAL
+        };
+        (code, text)
+    })
+}
+
+/// One LogicalVolume, end to end against the API: decide, act, re-read, write status/finalizer.
+pub async fn reconcile(
+    client: &Client,
+    lvm: &Lvm,
+    node: &str,
+    namespace: &str,
+    lv: &LogicalVolume,
+) -> Result<Action, String> {
+    let api: Api<LogicalVolume> = Api::all(client.clone());
+    let vgs: Api<LVMVolumeGroup> = Api::namespaced(client.clone(), namespace);
+    let class = vgs
+        .get_opt(&lv.spec.device_class)
+        .await
+        .map_err(|e| format!("reading device class: {e}"))?;
+    let read = |lvm: Lvm| async move {
+        tokio::task::spawn_blocking(move || lvm.report())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    };
+    let report = read(lvm.clone()).await?;
+    let action = decide(lv, node, class.as_ref(), &report);
+    let name = lv.name_any();
+    if action == Action::None {
+        return Ok(action);
+    }
+    if action != Action::Remove
+        && !lv
+            .finalizers()
+            .iter()
+            .any(|f| f == LOGICAL_VOLUME_FINALIZER)
+    {
+        let mut f = lv.finalizers().to_vec();
+        f.push(LOGICAL_VOLUME_FINALIZER.into());
+        let patch =
+            json!({"metadata": {"finalizers": f, "resourceVersion": lv.resource_version()}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| format!("adding the finalizer: {e}"))?;
+    }
+    let (l, a) = (lvm.clone(), action.clone());
+    let obj = lv.clone();
+    let outcome = tokio::task::spawn_blocking(move || execute(&l, &obj, &a))
+        .await
+        .map_err(|e| e.to_string())?;
+    if action == Action::Remove {
+        if let Err((_, message)) = outcome {
+            return Err(format!("removing the logical volume: {message}"));
+        }
+        let f: Vec<&String> = lv
+            .finalizers()
+            .iter()
+            .filter(|f| *f != LOGICAL_VOLUME_FINALIZER)
+            .collect();
+        let patch =
+            json!({"metadata": {"finalizers": f, "resourceVersion": lv.resource_version()}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| format!("releasing the finalizer: {e}"))?;
+        return Ok(action);
+    }
+    let status = match (&action, outcome) {
+        (Action::Fail { code, message }, _) => json!({"code": code, "message": message}),
+        (_, Err((c, message))) if c != code::OK => json!({"code": c, "message": message}),
+        _ => {
+            let report = read(lvm.clone()).await?;
+            let uid = lv.uid().unwrap_or_default();
+            match report.lv(&lv.spec.device_class, &uid) {
+                Some(l) => {
+                    json!({"volumeID": uid, "code": code::OK, "message": null, "currentSize": l.size.to_string()})
+                }
+                None => {
+                    json!({"code": code::INTERNAL, "message": "the logical volume is not in the LVM report after creation"})
+                }
+            }
+        }
+    };
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": status})),
+    )
+    .await
+    .map_err(|e| format!("writing status: {e}"))?;
+    Ok(action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use lvm::report::{LogicalVolume as Lv, VolumeGroup};
+    use lvms_api::{LVMVolumeGroupSpec, LogicalVolumeSpec, LogicalVolumeStatus, ThinPoolConfig};
+
+    fn lv(size: &str, source: &str) -> LogicalVolume {
+        let mut l = LogicalVolume::new(
+            "pvc-1",
+            LogicalVolumeSpec {
+                name: "pvc-1".into(),
+                node_name: "node-a".into(),
+                size: Quantity(size.into()),
+                device_class: "vg1".into(),
+                source: source.into(),
+                ..Default::default()
+            },
+        );
+        l.metadata.uid = Some("uid-1".into());
+        l
+    }
+
+    fn class(thin: bool) -> LVMVolumeGroup {
+        LVMVolumeGroup::new(
+            "vg1",
+            LVMVolumeGroupSpec {
+                thin_pool_config: thin.then(|| ThinPoolConfig {
+                    name: "pool".into(),
+                    size_percent: 90,
+                    overprovision_ratio: 5,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn report(lvs: &[(&str, u64)]) -> Report {
+        Report {
+            vgs: vec![VolumeGroup {
+                name: "vg1".into(),
+                size: 20 << 30,
+                free: 10 << 30,
+                ..Default::default()
+            }],
+            lvs: std::iter::once(Lv {
+                name: "pool".into(),
+                vg_name: "vg1".into(),
+                attr: "twi-aotz--".into(),
+                size: 4 << 30,
+                ..Default::default()
+            })
+            .chain(lvs.iter().map(|(n, s)| Lv {
+                name: n.to_string(),
+                vg_name: "vg1".into(),
+                attr: "Vwi-a-tz--".into(),
+                pool: "pool".into(),
+                size: *s,
+                ..Default::default()
+            }))
+            .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_thin_or_thick_with_rounded_size() {
+        let a = decide(&lv("1000", ""), "node-a", Some(&class(true)), &report(&[]));
+        assert_eq!(
+            a,
+            Action::Create {
+                thin_pool: Some("pool".into()),
+                size: 1024
+            }
+        );
+        let a = decide(&lv("1Gi", ""), "node-a", Some(&class(false)), &report(&[]));
+        assert_eq!(
+            a,
+            Action::Create {
+                thin_pool: None,
+                size: 1 << 30
+            }
+        );
+        assert_eq!(
+            decide(&lv("1Gi", ""), "node-b", Some(&class(true)), &report(&[])),
+            Action::None,
+            "another node's volume"
+        );
+    }
+
+    #[test]
+    fn converge_extend_and_vanished() {
+        assert_eq!(
+            decide(
+                &lv("1Gi", ""),
+                "node-a",
+                Some(&class(true)),
+                &report(&[("uid-1", 1 << 30)])
+            ),
+            Action::Report { size: 1 << 30 }
+        );
+        assert_eq!(
+            decide(
+                &lv("2Gi", ""),
+                "node-a",
+                Some(&class(true)),
+                &report(&[("uid-1", 1 << 30)])
+            ),
+            Action::Extend { size: 2 << 30 }
+        );
+        let mut gone = lv("1Gi", "");
+        gone.status = Some(LogicalVolumeStatus {
+            volume_id: "uid-1".into(),
+            ..Default::default()
+        });
+        assert!(matches!(
+            decide(&gone, "node-a", Some(&class(true)), &report(&[])),
+            Action::Fail {
+                code: code::NOT_FOUND,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn snapshots_need_a_thin_class_and_a_source() {
+        assert_eq!(
+            decide(
+                &lv("1Gi", "src"),
+                "node-a",
+                Some(&class(true)),
+                &report(&[("src", 1 << 30)])
+            ),
+            Action::Snapshot {
+                origin: "src".into()
+            }
+        );
+        assert!(matches!(
+            decide(
+                &lv("1Gi", "src"),
+                "node-a",
+                Some(&class(false)),
+                &report(&[("src", 1)])
+            ),
+            Action::Fail {
+                code: code::INVALID_ARGUMENT,
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide(
+                &lv("1Gi", "nope"),
+                "node-a",
+                Some(&class(true)),
+                &report(&[])
+            ),
+            Action::Fail {
+                code: code::NOT_FOUND,
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide(&lv("lots", ""), "node-a", Some(&class(true)), &report(&[])),
+            Action::Fail {
+                code: code::INVALID_ARGUMENT,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn no_more_than_the_ratio_allows() {
+        // Pool 4 GiB × ratio 5 = 20 GiB, 3 GiB already promised.
+        let r = report(&[("other", 3 << 30)]);
+        assert!(matches!(
+            decide(&lv("17Gi", ""), "node-a", Some(&class(true)), &r),
+            Action::Create { .. }
+        ));
+        assert!(matches!(
+            decide(&lv("18Gi", ""), "node-a", Some(&class(true)), &r),
+            Action::Fail {
+                code: code::RESOURCE_EXHAUSTED,
+                ..
+            }
+        ));
+        assert!(
+            matches!(
+                decide(&lv("11Gi", ""), "node-a", Some(&class(false)), &r),
+                Action::Fail {
+                    code: code::RESOURCE_EXHAUSTED,
+                    ..
+                }
+            ),
+            "thick: VG free"
+        );
+    }
+
+    #[test]
+    fn deletion_only_with_our_finalizer() {
+        let mut d = lv("1Gi", "");
+        d.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        assert_eq!(
+            decide(&d, "node-a", Some(&class(true)), &report(&[])),
+            Action::None
+        );
+        d.metadata.finalizers = Some(vec![LOGICAL_VOLUME_FINALIZER.into()]);
+        assert_eq!(
+            decide(&d, "node-a", Some(&class(true)), &report(&[("uid-1", 1)])),
+            Action::Remove
+        );
+    }
+}
