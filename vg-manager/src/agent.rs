@@ -424,18 +424,21 @@ impl Agent {
     }
 }
 
-/// Writes an LVMVolumeGroup's finalizers, guarded by its resourceVersion so another node's
-/// concurrent change is never lost (409, retried by the next pass).
-async fn set_finalizers(
-    api: &Api<LVMVolumeGroup>,
-    vg: &LVMVolumeGroup,
+/// Writes an object's finalizers, guarded by its resourceVersion so a concurrent change (another
+/// node's finalizer) is never lost: 409, retried by the next pass.
+pub(crate) async fn set_finalizers<K>(
+    api: &Api<K>,
+    obj: &K,
     finalizers: &[String],
     action: &str,
-) -> Result<(), Error> {
+) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": vg.resource_version()}});
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
     api.patch(
-        &vg.name_any(),
+        &obj.name_any(),
         &PatchParams::default(),
         &Patch::Merge(&patch),
     )

@@ -6,6 +6,8 @@
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
+
+use crate::agent::set_finalizers;
 use lvm::{Layout, Lvm, Report};
 use lvms_api::names::LOGICAL_VOLUME_FINALIZER;
 use lvms_api::{LVMVolumeGroup, LogicalVolume, quantity_bytes};
@@ -223,11 +225,9 @@ pub async fn reconcile(
     {
         let mut f = lv.finalizers().to_vec();
         f.push(LOGICAL_VOLUME_FINALIZER.into());
-        let patch =
-            json!({"metadata": {"finalizers": f, "resourceVersion": lv.resource_version()}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        set_finalizers(&api, lv, &f, "adding the finalizer")
             .await
-            .map_err(|e| format!("adding the finalizer: {e}"))?;
+            .map_err(|e| e.to_string())?;
     }
     let (l, a) = (lvm.clone(), action.clone());
     let obj = lv.clone();
@@ -238,16 +238,15 @@ pub async fn reconcile(
         if let Err((_, message)) = outcome {
             return Err(format!("removing the logical volume: {message}"));
         }
-        let f: Vec<&String> = lv
+        let f: Vec<String> = lv
             .finalizers()
             .iter()
             .filter(|f| *f != LOGICAL_VOLUME_FINALIZER)
+            .cloned()
             .collect();
-        let patch =
-            json!({"metadata": {"finalizers": f, "resourceVersion": lv.resource_version()}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        set_finalizers(&api, lv, &f, "releasing the finalizer")
             .await
-            .map_err(|e| format!("releasing the finalizer: {e}"))?;
+            .map_err(|e| e.to_string())?;
         return Ok(action);
     }
     let status = match (&action, outcome) {
