@@ -8,4 +8,5 @@ pub mod discover;
 pub mod logical_volume;
 pub mod metrics;
 pub mod plan;
+pub mod reports;
 pub mod run;
