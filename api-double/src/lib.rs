@@ -1,32 +1,84 @@
 //! An in-process double of the Kubernetes API server, served to a real `kube::Client` through a
 //! tower service: reconcilers run their real requests against it, and tests assert on the objects
-//! it holds. It implements what our controllers use: get, list (label selectors), create,
-//! replace (with resourceVersion conflicts), server-side apply (single manager), merge and JSON
-//! patches, the status subresource, deletion with finalizers, and owner-reference garbage
-//! collection. Watches are not served: tests call the reconcile functions directly.
+//! it holds. It implements what our controllers use: get, list (label and field selectors),
+//! create, replace (with resourceVersion conflicts), server-side apply (single manager), merge and
+//! JSON patches, the status subresource, deletion with finalizers, owner-reference garbage
+//! collection, and watches.
+//!
+//! Watches (`GET <collection>?watch=true`) behave like the API server's, so `kube::runtime`
+//! watchers, reflectors and controllers run against the double: every change is an ADDED,
+//! MODIFIED (any update, deletionTimestamp included) or DELETED event with the object's new
+//! resourceVersion; a watch from resourceVersion RV first replays the recorded changes after RV,
+//! then streams live ones; without RV (or with `0`) it starts with ADDED events for the current
+//! objects. Label and field selectors apply, and an object entering or leaving the selection is
+//! ADDED or DELETED for that watch. The double keeps the last [`DEFAULT_EVENT_HISTORY`] changes
+//! (see [`ApiDouble::with_event_history`] and [`ApiDouble::compact`]); a watch from an older RV
+//! gets an ERROR event with a 410 Expired Status, as from the API server, and kube's watcher
+//! lists again. A watch ends after `timeoutSeconds` (at most 290 s), with a BOOKMARK at its last
+//! resourceVersion when `allowWatchBookmarks=true`, or when the client drops it.
 
-use std::collections::BTreeMap;
+mod watch;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use kube::client::Body;
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use watch::EventType;
+
+/// The body of the double's responses: whole for most requests, a stream of events for watches.
+pub type ResponseBody = BoxBody<Bytes, Infallible>;
+
+/// How many changes the double remembers for watches that start from a resourceVersion.
+pub const DEFAULT_EVENT_HISTORY: usize = 4096;
 
 /// (resource path such as `apis/apps/v1/daemonsets`, namespace, name).
 type Key = (String, Option<String>, String);
 
-#[derive(Default)]
 struct State {
     objects: BTreeMap<Key, Value>,
     resource_version: u64,
     uid: u64,
     requests: Vec<String>,
+    /// The latest changes, oldest first.
+    history: VecDeque<Arc<watch::Event>>,
+    history_limit: usize,
+    /// The resourceVersion of the newest change no longer in `history`.
+    compacted: u64,
+    /// Every change, to the open watches (which wait on it without the lock).
+    events: broadcast::Sender<Arc<watch::Event>>,
 }
 
-#[derive(Clone, Default)]
+impl State {
+    fn new(history_limit: usize) -> Self {
+        State {
+            objects: BTreeMap::new(),
+            resource_version: 0,
+            uid: 0,
+            requests: Vec::new(),
+            history: VecDeque::new(),
+            history_limit,
+            compacted: 0,
+            events: broadcast::channel(1024).0,
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct ApiDouble {
     state: Arc<Mutex<State>>,
+}
+
+impl Default for ApiDouble {
+    fn default() -> Self {
+        Self::with_event_history(DEFAULT_EVENT_HISTORY)
+    }
 }
 
 struct Target {
@@ -56,21 +108,21 @@ fn parse_path(path: &str) -> Option<Target> {
     })
 }
 
-fn status_response(code: StatusCode, reason: &str, message: String) -> Response<Body> {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()});
+fn json_response(code: StatusCode, v: &Value) -> Response<ResponseBody> {
     Response::builder()
         .status(code)
         .header("content-type", "application/json")
-        .body(Body::from(body.to_string().into_bytes()))
+        .body(Full::new(Bytes::from(v.to_string())).boxed())
         .unwrap()
 }
 
-fn ok(v: &Value) -> Response<Body> {
-    Response::builder()
-        .status(200)
-        .header("content-type", "application/json")
-        .body(Body::from(v.to_string().into_bytes()))
-        .unwrap()
+fn status_response(code: StatusCode, reason: &str, message: String) -> Response<ResponseBody> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()});
+    json_response(code, &body)
+}
+
+fn ok(v: &Value) -> Response<ResponseBody> {
+    json_response(StatusCode::OK, v)
 }
 
 /// RFC 7386 JSON merge patch.
@@ -93,17 +145,103 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Splits a selector at the commas that separate requirements (not those inside `in (a,b)`).
+fn requirements(selector: &str) -> impl Iterator<Item = &str> {
+    let mut depth = 0usize;
+    selector
+        .split(move |c| {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            c == ',' && depth == 0
+        })
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+}
+
+/// A label selector: `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`.
 fn matches_selector(obj: &Value, selector: &str) -> bool {
-    selector.split(',').filter(|s| !s.is_empty()).all(|req| {
-        let labels = &obj["metadata"]["labels"];
-        match req.split_once('=') {
-            Some((k, v)) => labels[k.trim_end_matches('=')].as_str() == Some(v),
-            None => match req.strip_prefix('!') {
-                Some(k) => labels.get(k).is_none(),
-                None => labels.get(req).is_some(),
-            },
+    let labels = &obj["metadata"]["labels"];
+    let label = |k: &str| labels.get(k.trim()).and_then(Value::as_str);
+    let set = |rest: &str| -> Option<Vec<String>> {
+        let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
+        Some(inner.split(',').map(|v| v.trim().to_string()).collect())
+    };
+    requirements(selector).all(|req| {
+        if let Some((k, rest)) = req.split_once(" notin ")
+            && let Some(values) = set(rest)
+        {
+            return label(k).is_none_or(|v| !values.iter().any(|x| x == v));
+        }
+        if let Some((k, rest)) = req.split_once(" in ")
+            && let Some(values) = set(rest)
+        {
+            return label(k).is_some_and(|v| values.iter().any(|x| x == v));
+        }
+        if let Some((k, v)) = req.split_once("!=") {
+            return label(k) != Some(v.trim());
+        }
+        if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
+            return label(k) == Some(v.trim());
+        }
+        match req.strip_prefix('!') {
+            Some(k) => label(k).is_none(),
+            None => label(req).is_some(),
         }
     })
+}
+
+/// A field selector: `path=v`, `path==v`, `path!=v`, comma-separated, where path is any dotted
+/// field (`metadata.name`, `metadata.namespace`, `spec.nodeName`); a missing field is "".
+fn matches_fields(obj: &Value, selector: &str) -> bool {
+    requirements(selector).all(|req| {
+        let (path, want, equal) = if let Some((p, v)) = req.split_once("!=") {
+            (p, v, false)
+        } else if let Some((p, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
+            (p, v, true)
+        } else {
+            return false;
+        };
+        let field = path.trim().split('.').fold(obj, |v, seg| &v[seg]);
+        let have = match field {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        (have == want.trim()) == equal
+    })
+}
+
+/// What a list or a watch covers: a collection, optionally narrowed by selectors.
+struct Filter {
+    resource: String,
+    /// `None` for cluster-scoped resources and all-namespaces requests.
+    namespace: Option<String>,
+    labels: String,
+    fields: String,
+}
+
+impl Filter {
+    fn new(t: &Target, query: &str) -> Self {
+        Filter {
+            resource: t.resource.clone(),
+            namespace: t.namespace.clone(),
+            labels: query_param(query, "labelSelector").unwrap_or_default(),
+            fields: query_param(query, "fieldSelector").unwrap_or_default(),
+        }
+    }
+
+    /// Whether the object stored at `key` is in the collection.
+    fn covers(&self, (resource, namespace, _): &Key) -> bool {
+        *resource == self.resource && (self.namespace.is_none() || *namespace == self.namespace)
+    }
+
+    /// Whether the selectors select `obj`.
+    fn selects(&self, obj: &Value) -> bool {
+        matches_selector(obj, &self.labels) && matches_fields(obj, &self.fields)
+    }
 }
 
 fn query_param(query: &str, key: &str) -> Option<String> {
@@ -138,6 +276,21 @@ impl ApiDouble {
         Self::default()
     }
 
+    /// A double that remembers only the last `events` changes for watches: a watch from an older
+    /// resourceVersion gets 410 Expired (and a `kube::runtime` watcher lists again).
+    pub fn with_event_history(events: usize) -> Self {
+        ApiDouble {
+            state: Arc::new(Mutex::new(State::new(events))),
+        }
+    }
+
+    /// Forgets every change recorded so far, as an etcd compaction does: a watch from a
+    /// resourceVersion before the latest change gets 410 Expired (one from the current
+    /// resourceVersion misses nothing and works). Open watches are not affected.
+    pub fn compact(&self) {
+        self.state.lock().unwrap().compact();
+    }
+
     /// A client whose every request this double answers.
     pub fn client(&self) -> kube::Client {
         let me = self.clone();
@@ -157,7 +310,7 @@ impl ApiDouble {
             .expect("seeded objects have a name")
             .to_string();
         let obj = Self::stamp_new(&mut st, obj);
-        st.objects.insert((resource.into(), ns, name), obj.clone());
+        Self::insert(&mut st, (resource.into(), ns, name), obj.clone());
         obj
     }
 
@@ -219,6 +372,17 @@ impl ApiDouble {
         obj
     }
 
+    /// Puts `obj` (carrying the current resourceVersion) at `key`, and records it for watches.
+    fn insert(st: &mut State, key: Key, obj: Value) {
+        let prev = st.objects.insert(key.clone(), obj.clone());
+        let kind = if prev.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        st.record(kind, &key, prev, obj);
+    }
+
     /// Stores an updated object: bumps resourceVersion (and generation when more than metadata or
     /// status changed), and removes it when it is deleting and has no finalizer left.
     fn store(st: &mut State, key: Key, mut obj: Value) {
@@ -250,15 +414,19 @@ impl ApiDouble {
         if deleting && !finalizers {
             Self::remove(st, &key);
         } else {
-            st.objects.insert(key, obj);
+            Self::insert(st, key, obj);
         }
     }
 
-    /// Removes an object and, like the garbage collector, deletes what it owned.
+    /// Removes an object and, like the garbage collector, deletes what it owned. Watchers see it
+    /// DELETED in its last stored state, at a new resourceVersion.
     fn remove(st: &mut State, key: &Key) {
-        let Some(obj) = st.objects.remove(key) else {
+        let Some(mut obj) = st.objects.remove(key) else {
             return;
         };
+        st.resource_version += 1;
+        obj["metadata"]["resourceVersion"] = json!(st.resource_version.to_string());
+        st.record(EventType::Deleted, key, None, obj.clone());
         let uid = obj["metadata"]["uid"].clone();
         let owned: Vec<Key> = st
             .objects
@@ -295,8 +463,9 @@ impl ApiDouble {
         }
     }
 
-    /// Answers one request (the in-process client and the HTTP server both come here).
-    pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
+    /// Answers one request (the in-process client and the HTTP server both come here). A watch
+    /// answers at once with a body that streams its events.
+    pub async fn handle(&self, req: Request<Body>) -> Response<ResponseBody> {
         let (parts, body) = req.into_parts();
         let bytes = body.collect_bytes().await.unwrap_or_default();
         let path = parts.uri.path().to_string();
@@ -324,22 +493,16 @@ impl ApiDouble {
         let what = || format!("{} {:?}", t.resource, t.name);
         match (parts.method.clone(), &t.name) {
             (Method::GET, None) => {
+                let filter = Filter::new(&t, &query);
                 if query_param(&query, "watch").is_some_and(|w| w == "true" || w == "1") {
-                    return status_response(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "MethodNotAllowed",
-                        "the API double serves no watches".into(),
+                    return watch::start(&self.state, &mut st, filter, &query).unwrap_or_else(
+                        |message| status_response(StatusCode::BAD_REQUEST, "BadRequest", message),
                     );
                 }
-                let selector = query_param(&query, "labelSelector").unwrap_or_default();
                 let items: Vec<Value> = st
                     .objects
                     .iter()
-                    .filter(|((r, ns, _), v)| {
-                        *r == t.resource
-                            && (t.namespace.is_none() || *ns == t.namespace)
-                            && matches_selector(v, &selector)
-                    })
+                    .filter(|(k, v)| filter.covers(k) && filter.selects(v))
                     .map(|(_, v)| v.clone())
                     .collect();
                 ok(
@@ -382,12 +545,8 @@ impl ApiDouble {
                     );
                 }
                 let obj = Self::stamp_new(&mut st, obj);
-                st.objects.insert(key, obj.clone());
-                Response::builder()
-                    .status(201)
-                    .header("content-type", "application/json")
-                    .body(Body::from(obj.to_string().into_bytes()))
-                    .unwrap()
+                Self::insert(&mut st, key, obj.clone());
+                json_response(StatusCode::CREATED, &obj)
             }
             (Method::PUT, Some(name)) => {
                 let key = (t.resource.clone(), t.namespace.clone(), name.clone());
@@ -422,8 +581,9 @@ impl ApiDouble {
                         obj["metadata"][keep] = current["metadata"][keep].clone();
                     }
                 }
-                Self::store(&mut st, key.clone(), obj);
-                ok(st.objects.get(&key).unwrap_or(&Value::Null))
+                Self::store(&mut st, key.clone(), obj.clone());
+                // A deleting object whose last finalizer went is gone: answer with its last state.
+                ok(st.objects.get(&key).unwrap_or(&obj))
             }
             (Method::PATCH, Some(name)) => {
                 let key = (t.resource.clone(), t.namespace.clone(), name.clone());
@@ -582,5 +742,38 @@ mod tests {
             percent_decode("lvm.topolvm.io%2Fowned-by%3Dns.c"),
             "lvm.topolvm.io/owned-by=ns.c"
         );
+    }
+
+    #[test]
+    fn set_and_inequality_selectors() {
+        let o = json!({"metadata": {"name": "n", "namespace": "ns", "labels": {"a": "1", "b": "2"}}, "spec": {"nodeName": "w1", "size": 3}});
+        for (selector, want) in [
+            ("a==1", true),
+            ("a!=1", false),
+            ("a!=2", true),
+            ("c!=1", true),
+            ("a in (1,3)", true),
+            ("a in (2,3)", false),
+            ("a notin (2,3),b", true),
+            ("a notin (1)", false),
+            ("c notin (1)", true),
+            ("c in (1)", false),
+            ("a in (1, 3),b=2", true),
+            ("a in (1,3),b=3", false),
+        ] {
+            assert_eq!(matches_selector(&o, selector), want, "{selector}");
+        }
+        for (selector, want) in [
+            ("metadata.name=n", true),
+            ("metadata.name==m", false),
+            ("metadata.name!=m,metadata.namespace=ns", true),
+            ("metadata.namespace=other", false),
+            ("spec.nodeName=w1", true),
+            ("spec.size=3", true),
+            ("spec.missing=", true),
+            ("", true),
+        ] {
+            assert_eq!(matches_fields(&o, selector), want, "{selector}");
+        }
     }
 }

@@ -1,14 +1,15 @@
 //! `api-double-server --addr 127.0.0.1:PORT --kubeconfig FILE [--seed FILE.yaml]...`
 //! Serves the API double over plain HTTP on loopback and writes a kubeconfig for it, so a real
-//! binary (the operator) can run against it out of cluster. Watches are held open with no events,
-//! which is what an idle cluster looks like to a controller.
+//! binary (the operator) can run against it out of cluster. Watches stream their events as they
+//! happen (each event line is flushed as one HTTP chunk). `--addr 127.0.0.1:0` picks a free port:
+//! the kubeconfig and the log line name the one bound.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use api_double::ApiDouble;
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
-use hyper::body::{Bytes, Frame, Incoming};
+use api_double::{ApiDouble, ResponseBody};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
@@ -33,39 +34,24 @@ fn resource(api_version: &str, kind: &str) -> Option<String> {
     Some(format!("{prefix}/{plural}"))
 }
 
-type Out = BoxBody<Bytes, Infallible>;
-
-async fn serve(api: Arc<ApiDouble>, req: Request<Incoming>) -> Result<Response<Out>, Infallible> {
-    let watch = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
-    if watch {
-        // Held open, silent: the controller waits exactly as it would on an idle cluster.
-        let body = StreamBody::new(futures::stream::pending::<Result<Frame<Bytes>, Infallible>>());
-        return Ok(Response::builder()
-            .header("content-type", "application/json")
-            .body(BodyExt::boxed(body))
-            .unwrap());
-    }
+async fn serve(
+    api: Arc<ApiDouble>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let bytes = body
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let resp = api
+    // hyper writes each frame of the body (one event line for a watch) as a chunk and flushes
+    // whenever the body has nothing more ready.
+    Ok(api
         .handle(Request::from_parts(
             parts,
             kube::client::Body::from(bytes.to_vec()),
         ))
-        .await;
-    let (parts, body) = resp.into_parts();
-    let bytes = body.collect_bytes().await.unwrap_or_default();
-    Ok(Response::from_parts(
-        parts,
-        BodyExt::boxed(Full::new(bytes)),
-    ))
+        .await)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -101,10 +87,14 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let addr = listener.local_addr().expect("the bound address");
     let config = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: double\n  context:\n    cluster: double\n    user: nobody\nusers:\n- name: nobody\n  user: {{}}\ncurrent-context: double\n"
     );
-    std::fs::write(&kubeconfig, config).expect("writing the kubeconfig");
+    // Written whole under another name, then renamed: a reader never sees half a kubeconfig.
+    let partial = format!("{kubeconfig}.partial");
+    std::fs::write(&partial, config).expect("writing the kubeconfig");
+    std::fs::rename(&partial, &kubeconfig).expect("writing the kubeconfig");
     eprintln!("api-double-server: serving http://{addr}; kubeconfig {kubeconfig}");
     loop {
         let Ok((stream, _)) = listener.accept().await else {
