@@ -31,7 +31,9 @@ impl Identity {
 /// What the plugin offers: a controller service, per-node topology, online expansion.
 pub fn capabilities() -> Vec<PluginCapability> {
     let service = |t: service::Type| PluginCapability {
-        r#type: Some(plugin_capability::Type::Service(Service { r#type: t as i32 })),
+        r#type: Some(plugin_capability::Type::Service(Service {
+            r#type: t as i32,
+        })),
     };
     vec![
         service(service::Type::ControllerService),

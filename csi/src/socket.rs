@@ -71,7 +71,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("csi-socket-test-{}", std::process::id()));
         let sock = dir.join("a/b.sock");
         drop(bind(&sock).unwrap());
-        assert!(sock.exists(), "the socket file stays after the listener is dropped");
+        assert!(
+            sock.exists(),
+            "the socket file stays after the listener is dropped"
+        );
         drop(bind(&sock).expect("a stale socket is replaced"));
         let file = dir.join("plain");
         std::fs::write(&file, "data").unwrap();

@@ -45,7 +45,8 @@ pub fn check(cap: &VolumeCapability, field: &str) -> Result<Usage, Status> {
         .ok_or_else(|| Status::invalid_argument(format!("{field}.access_mode is required")))?
         .mode;
     match Mode::try_from(mode) {
-        Ok(Mode::SingleNodeWriter | Mode::SingleNodeSingleWriter | Mode::SingleNodeMultiWriter) => {}
+        Ok(Mode::SingleNodeWriter | Mode::SingleNodeSingleWriter | Mode::SingleNodeMultiWriter) => {
+        }
         Ok(m) => {
             return Err(Status::invalid_argument(format!(
                 "{field}.access_mode {}: a local volume is reachable from one node only",
@@ -164,7 +165,11 @@ mod tests {
         );
         let e = check(&cap(Mode::MultiNodeMultiWriter, mount("ext4")), "caps[0]").unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("caps[0].access_mode"), "{}", e.message());
+        assert!(
+            e.message().contains("caps[0].access_mode"),
+            "{}",
+            e.message()
+        );
         let e = check(&cap(Mode::SingleNodeWriter, mount("btrfs")), "c").unwrap_err();
         assert!(e.message().contains("c.mount.fs_type"), "{}", e.message());
         let e = check(&cap(Mode::SingleNodeWriter, None), "c").unwrap_err();
@@ -172,7 +177,10 @@ mod tests {
         assert!(check_all(&[], "volume_capabilities").is_err());
         assert_eq!(
             check_all(
-                &[cap(Mode::SingleNodeWriter, block), cap(Mode::SingleNodeWriter, mount("xfs"))],
+                &[
+                    cap(Mode::SingleNodeWriter, block),
+                    cap(Mode::SingleNodeWriter, mount("xfs"))
+                ],
                 "v"
             )
             .unwrap(),
@@ -193,7 +201,10 @@ mod tests {
         assert_eq!(size_for(Some(&range(0, 0)), &Usage::Block).unwrap(), GIB);
         assert_eq!(size_for(Some(&range(1, 0)), &xfs).unwrap(), 300 * MIB);
         assert_eq!(size_for(Some(&range(1, 0)), &ext4).unwrap(), 32 * MIB);
-        assert_eq!(size_for(Some(&range(1, 0)), &Usage::Block).unwrap(), 8 * MIB);
+        assert_eq!(
+            size_for(Some(&range(1, 0)), &Usage::Block).unwrap(),
+            8 * MIB
+        );
         assert_eq!(
             size_for(Some(&range(GIB as i64 + 1, 0)), &xfs).unwrap(),
             GIB + ROUNDING,
@@ -211,6 +222,10 @@ mod tests {
         let e = size_for(Some(&range(-1, 0)), &xfs).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         let e = size_for(Some(&range(GIB as i64 + 1, GIB as i64 + 2)), &xfs).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::OutOfRange, "rounding cannot pass the limit");
+        assert_eq!(
+            e.code(),
+            tonic::Code::OutOfRange,
+            "rounding cannot pass the limit"
+        );
     }
 }

@@ -121,6 +121,8 @@ pub const CSI_CONTROLLER_CLUSTER_RULES: &[Rule] = &[
 /// The CSI controller in its namespace: leader election and CSIStorageCapacity objects.
 pub const CSI_CONTROLLER_NAMESPACE_RULES: &[Rule] = &[
     Rule(&["coordination.k8s.io"], &["leases"], ALL),
+    // The device classes: which is the default, which are thin (snapshots).
+    Rule(&["lvm.topolvm.io"], &["lvmvolumegroups"], READ),
     Rule(&["storage.k8s.io"], &["csistoragecapacities"], ALL),
     // csi-provisioner finds the owner of its capacity objects through its pod and ReplicaSet.
     Rule(&[""], &["pods"], &["get"]),
