@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NAMESPACE ?= openshift-storage
 
-.PHONY: help setup build test test-unit test-vm crds crds-check fmt fmt-check lint run bench
+.PHONY: help setup build test test-unit test-vm crds crds-check fmt fmt-check lint run bench bench-vm
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ test-unit: ## The test suites that need no VM (real-LVM tests are skipped)
 
 test-vm: ## Only the real-LVM tests (each boots a QEMU guest; needs `make setup`)
 	$(CARGO) test --locked -p lvm --test vm_lvm
-	$(CARGO) test --locked -p vg-manager --test vm_discover --test vm_plan --test vm_agent --test vm_logical_volume
+	$(CARGO) test --locked -p vg-manager --test vm_discover --test vm_plan --test vm_agent --test vm_logical_volume --test vm_csi_node --test vm_csi
 
 run: ## Run the operator out of cluster against $KUBECONFIG (CRDs from crds/ must be applied)
 	$(CARGO) run --locked -p lvms-operator -- --namespace $(NAMESPACE) --metrics-addr 127.0.0.1:8080
@@ -30,6 +30,9 @@ run: ## Run the operator out of cluster against $KUBECONFIG (CRDs from crds/ mus
 bench: ## Benchmarks (figures go in the closing notes, never in tests)
 	$(CARGO) bench --locked -p lvms-operator --bench reconcile
 	$(CARGO) bench --locked -p lvm --bench parse
+
+bench-vm: ## The CSI benchmark on real LVM in a guest: CreateVolume vs raw lvcreate, 50 concurrent creates
+	$(CARGO) bench --locked -p vg-manager --bench csi_create
 
 crds: ## Regenerate crds/ from the API types
 	$(CARGO) run --quiet --locked -p crd-tools --bin crdgen -- crds

@@ -7,6 +7,7 @@ pub mod eligibility;
 pub mod error;
 pub mod fs;
 pub mod lsblk;
+pub mod mount;
 pub mod report;
 pub mod runner;
 

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::capacity::{self, ClassUsage};
 use crate::plan::{self, Observed};
+use crate::reports::Reports;
 
 /// Annotation on this node's LVMVolumeGroupNodeStatus recording the devices wiped per class, so
 /// a restart never wipes twice. Written before wiping: at most once, even across a crash.
@@ -41,6 +42,8 @@ pub struct Agent {
     pub namespace: String,
     pub runner: Arc<Exec>,
     pub lvm: Lvm,
+    /// Shared with the LogicalVolume reconciler and the CSI node service.
+    pub reports: Arc<Reports>,
 }
 
 /// What one pass saw and did, for metrics and tests.
@@ -66,32 +69,48 @@ fn resolve(path: &str) -> Option<String> {
 
 impl Agent {
     pub fn new(client: Client, node: &str, namespace: &str, runner: Arc<Exec>) -> Self {
-        let lvm = Lvm::new(runner.clone());
+        let reports = Arc::new(Reports::new(Lvm::new(runner.clone())));
+        Self::with_reports(client, node, namespace, runner, reports)
+    }
+
+    pub fn with_reports(
+        client: Client,
+        node: &str,
+        namespace: &str,
+        runner: Arc<Exec>,
+        reports: Arc<Reports>,
+    ) -> Self {
         Self {
             client,
             node: node.into(),
             namespace: namespace.into(),
+            lvm: reports.lvm().clone(),
             runner,
-            lvm,
+            reports,
         }
     }
 
-    /// Reads the node's disks and LVM (blocking commands, off the async threads).
+    /// Reads the node's disks and LVM (blocking commands, off the async threads). The LVM report
+    /// is read anew, and shared with whoever else needs one now.
     async fn snapshot(&self) -> Result<Snapshot, Error> {
-        let (runner, lvm) = (self.runner.clone(), self.lvm.clone());
-        tokio::task::spawn_blocking(move || {
+        let runner = self.runner.clone();
+        let (devices, loops) = tokio::task::spawn_blocking(move || {
             let devices =
                 lvm::lsblk::list(runner.as_ref()).map_err(|e| Error::Lvm(e.to_string()))?;
-            let report = lvm.report().map_err(|e| Error::Lvm(e.to_string()))?;
-            let loops = crate::discover::loop_backing(runner.as_ref());
-            Ok(Snapshot {
-                devices,
-                report,
-                loops,
-            })
+            Ok::<_, Error>((devices, crate::discover::loop_backing(runner.as_ref())))
         })
         .await
-        .map_err(|e| Error::Lvm(format!("LVM task: {e}")))?
+        .map_err(|e| Error::Lvm(format!("LVM task: {e}")))??;
+        let report = self
+            .reports
+            .fresh()
+            .await
+            .map_err(|e| Error::Lvm(e.to_string()))?;
+        Ok(Snapshot {
+            devices,
+            report: Report::clone(&report),
+            loops,
+        })
     }
 
     async fn blocking<T: Send + 'static>(

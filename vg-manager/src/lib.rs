@@ -4,8 +4,10 @@
 
 pub mod agent;
 pub mod capacity;
+pub mod csi_node;
 pub mod discover;
 pub mod logical_volume;
+pub mod lv_controller;
 pub mod metrics;
 pub mod plan;
 pub mod reports;

@@ -8,10 +8,11 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
 use crate::agent::set_finalizers;
+use crate::reports::Reports;
 use lvm::{Layout, Lvm, Report};
 use lvms_api::names::LOGICAL_VOLUME_FINALIZER;
 use lvms_api::{LVMVolumeGroup, LogicalVolume, quantity_bytes};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// gRPC codes written to `status.code` (the CSI controller returns them as they are).
 pub mod code {
@@ -25,8 +26,10 @@ pub mod code {
 /// Tag on every LV we create, naming its LogicalVolume: an LV with the tag and no object is
 /// garbage left by a crash; an LV without it is never ours to touch.
 pub fn owner_tag(lv: &LogicalVolume) -> String {
-    format!("lvms.topolvm.io/logicalvolume={}", lv.name_any())
+    format!("{OWNER_TAG_PREFIX}{}", lv.name_any())
 }
+
+pub const OWNER_TAG_PREFIX: &str = "lvms.topolvm.io/logicalvolume=";
 
 /// What the node must do for one LogicalVolume, decided from the object and one LVM report.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,88 +194,211 @@ pub fn execute(lvm: &Lvm, lv: &LogicalVolume, action: &Action) -> Result<(), (u3
     })
 }
 
-/// One LogicalVolume, end to end against the API: decide, act, re-read, write status/finalizer.
+/// Records in `report` what a successful `action` did to LVM, so the next decision needs no
+/// new report: LVM allocates whole extents, so sizes round up to the VG's extent size. Returns
+/// false when it cannot tell (the caller then reads LVM again).
+pub fn record(report: &mut Report, lv: &LogicalVolume, action: &Action) -> bool {
+    let vg_name = lv.spec.device_class.as_str();
+    let name = lv.uid().unwrap_or_default();
+    let Some(extent) = report.vg(vg_name).map(|v| v.extent_size).filter(|e| *e > 0) else {
+        return false;
+    };
+    let round = |b: u64| b.div_ceil(extent) * extent;
+    // Thick volumes take their extents from the VG; thin ones from their pool.
+    let take_from_vg = |report: &mut Report, bytes: i128| {
+        if let Some(v) = report.vgs.iter_mut().find(|v| v.name == vg_name) {
+            v.free = (v.free as i128 - bytes).max(0) as u64;
+        }
+    };
+    match action {
+        Action::Create { thin_pool, size } => {
+            let size = round(*size);
+            if thin_pool.is_none() {
+                take_from_vg(report, size as i128);
+            }
+            report.lvs.push(lvm::LogicalVolume {
+                name,
+                vg_name: vg_name.into(),
+                size,
+                attr: if thin_pool.is_some() {
+                    "Vwi-a-tz--"
+                } else {
+                    "-wi-a-----"
+                }
+                .into(),
+                tags: vec![owner_tag(lv)],
+                pool: thin_pool.clone().unwrap_or_default(),
+                active: "active".into(),
+                ..Default::default()
+            });
+            true
+        }
+        Action::Snapshot { origin } => {
+            let Some(o) = report.lv(vg_name, origin).cloned() else {
+                return false;
+            };
+            report.lvs.push(lvm::LogicalVolume {
+                name,
+                vg_name: vg_name.into(),
+                size: o.size,
+                attr: "Vwi-a-tz--".into(),
+                tags: vec![owner_tag(lv)],
+                pool: o.pool,
+                origin: origin.clone(),
+                active: "active".into(),
+                ..Default::default()
+            });
+            true
+        }
+        Action::Extend { size } => {
+            let Some(l) = report
+                .lvs
+                .iter_mut()
+                .find(|l| l.vg_name == vg_name && l.name == name)
+            else {
+                return false;
+            };
+            let (old, new, thin) = (l.size, round(*size), l.is_thin_volume());
+            l.size = new;
+            if !thin {
+                take_from_vg(report, new as i128 - old as i128);
+            }
+            true
+        }
+        Action::Remove => {
+            let Some(i) = report
+                .lvs
+                .iter()
+                .position(|l| l.vg_name == vg_name && l.name == name)
+            else {
+                return true;
+            };
+            let l = report.lvs.remove(i);
+            if !l.is_thin_volume() {
+                take_from_vg(report, -(l.size as i128));
+            }
+            true
+        }
+        Action::None | Action::Report { .. } | Action::Fail { .. } => true,
+    }
+}
+
+fn has_finalizer(lv: &LogicalVolume) -> bool {
+    lv.finalizers()
+        .iter()
+        .any(|f| f == LOGICAL_VOLUME_FINALIZER)
+}
+
+/// One LogicalVolume, end to end against the API: decide, act, decide again on what the act
+/// left (a restored snapshot may still need to grow), then write status or release the
+/// finalizer. Changes hold the node's change lock, so every capacity decision sees the changes
+/// before it. Returns the first action taken (`Report` when there was nothing to do).
 pub async fn reconcile(
     client: &Client,
-    lvm: &Lvm,
+    reports: &Reports,
     node: &str,
     namespace: &str,
     lv: &LogicalVolume,
 ) -> Result<Action, String> {
+    if lv.spec.node_name != node {
+        return Ok(Action::None);
+    }
     let api: Api<LogicalVolume> = Api::all(client.clone());
     let vgs: Api<LVMVolumeGroup> = Api::namespaced(client.clone(), namespace);
     let class = vgs
         .get_opt(&lv.spec.device_class)
         .await
         .map_err(|e| format!("reading device class: {e}"))?;
-    let read = |lvm: Lvm| async move {
-        tokio::task::spawn_blocking(move || lvm.report())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
-    };
-    let report = read(lvm.clone()).await?;
-    let action = decide(lv, node, class.as_ref(), &report);
     let name = lv.name_any();
-    if action == Action::None {
-        return Ok(action);
-    }
-    if action != Action::Remove
-        && !lv
-            .finalizers()
-            .iter()
-            .any(|f| f == LOGICAL_VOLUME_FINALIZER)
-    {
-        let mut f = lv.finalizers().to_vec();
-        f.push(LOGICAL_VOLUME_FINALIZER.into());
-        set_finalizers(&api, lv, &f, "adding the finalizer")
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    let (l, a) = (lvm.clone(), action.clone());
-    let obj = lv.clone();
-    let outcome = tokio::task::spawn_blocking(move || execute(&l, &obj, &a))
-        .await
-        .map_err(|e| e.to_string())?;
-    if action == Action::Remove {
-        if let Err((_, message)) = outcome {
-            return Err(format!("removing the logical volume: {message}"));
-        }
-        let f: Vec<String> = lv
-            .finalizers()
-            .iter()
-            .filter(|f| *f != LOGICAL_VOLUME_FINALIZER)
-            .cloned()
-            .collect();
-        set_finalizers(&api, lv, &f, "releasing the finalizer")
-            .await
-            .map_err(|e| e.to_string())?;
-        return Ok(action);
-    }
-    let status = match (&action, outcome) {
-        (Action::Fail { code, message }, _) => json!({"code": code, "message": message}),
-        (_, Err((c, message))) if c != code::OK => json!({"code": c, "message": message}),
-        _ => {
-            let report = read(lvm.clone()).await?;
-            let uid = lv.uid().unwrap_or_default();
-            match report.lv(&lv.spec.device_class, &uid) {
-                Some(l) => {
-                    json!({"volumeID": uid, "code": code::OK, "message": null, "currentSize": l.size.to_string()})
-                }
-                None => {
-                    json!({"code": code::INTERNAL, "message": "the logical volume is not in the LVM report after creation"})
-                }
+    let mut first = None;
+    let mut finalized = has_finalizer(lv);
+    let _changes = reports.changes().await;
+    // Create or snapshot, then possibly extend, then report: three rounds at most.
+    for _ in 0..4 {
+        let report = reports.current().await.map_err(|e| e.to_string())?;
+        let action = decide(lv, node, class.as_ref(), &report);
+        first.get_or_insert_with(|| action.clone());
+        let status = match &action {
+            Action::None => return Ok(first.unwrap_or(action)),
+            Action::Report { size } => {
+                json!({"volumeID": lv.uid(), "code": code::OK, "message": null, "currentSize": size.to_string()})
             }
+            Action::Fail { code, message } => json!({"code": code, "message": message}),
+            _ => {
+                if action != Action::Remove && !finalized {
+                    let mut f = lv.finalizers().to_vec();
+                    f.push(LOGICAL_VOLUME_FINALIZER.into());
+                    set_finalizers(&api, lv, &f, "adding the finalizer")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    finalized = true;
+                }
+                let (l, a, obj) = (reports.lvm().clone(), action.clone(), lv.clone());
+                let outcome = tokio::task::spawn_blocking(move || execute(&l, &obj, &a))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match outcome {
+                    Ok(()) => {
+                        reports.record(|r| record(r, lv, &action)).await;
+                    }
+                    Err((c, message)) => {
+                        // LVM may have done part of it: read it again next time.
+                        reports.invalidate().await;
+                        if action == Action::Remove {
+                            return Err(format!("removing the logical volume: {message}"));
+                        }
+                        if c != code::OK {
+                            let status = json!({"code": c, "message": message});
+                            write_status(&api, &name, status).await?;
+                            return Ok(first.unwrap_or(action));
+                        }
+                    }
+                }
+                if action == Action::Remove {
+                    let f: Vec<String> = lv
+                        .finalizers()
+                        .iter()
+                        .filter(|f| *f != LOGICAL_VOLUME_FINALIZER)
+                        .cloned()
+                        .collect();
+                    set_finalizers(&api, lv, &f, "releasing the finalizer")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    return Ok(first.unwrap_or(action));
+                }
+                continue;
+            }
+        };
+        // Idle resyncs must not write: compare with what the object already says.
+        let current = lv.status.clone().unwrap_or_default();
+        let unchanged = match &action {
+            Action::Report { size } => {
+                current.volume_id == lv.uid().unwrap_or_default()
+                    && current.code == code::OK
+                    && current.message.is_empty()
+                    && current.current_size.as_ref().map(|q| q.0.as_str())
+                        == Some(size.to_string().as_str())
+            }
+            Action::Fail { code, message } => current.code == *code && current.message == *message,
+            _ => false,
+        };
+        if !unchanged {
+            write_status(&api, &name, status).await?;
         }
-    };
+        return Ok(first.unwrap_or(action));
+    }
+    Err("the logical volume did not converge in three changes".into())
+}
+
+async fn write_status(api: &Api<LogicalVolume>, name: &str, status: Value) -> Result<(), String> {
     api.patch_status(
-        &name,
+        name,
         &PatchParams::default(),
         &Patch::Merge(&json!({"status": status})),
     )
     .await
-    .map_err(|e| format!("writing status: {e}"))?;
-    Ok(action)
+    .map(drop)
+    .map_err(|e| format!("writing status: {e}"))
 }
 
 #[cfg(test)]
@@ -471,6 +597,61 @@ mod tests {
             ),
             "thick: VG free"
         );
+    }
+
+    #[test]
+    fn our_changes_are_recorded_in_whole_extents() {
+        let mut r = report(&[("src", 1 << 30)]);
+        r.vgs[0].extent_size = 4 << 20;
+        let thick = lv("1000", "");
+        let create = Action::Create {
+            thin_pool: None,
+            size: 1024,
+        };
+        assert!(record(&mut r, &thick, &create));
+        let made = r.lv("vg1", "uid-1").unwrap().clone();
+        assert_eq!(made.size, 4 << 20, "rounded up to one extent");
+        assert!(!made.is_thin_volume());
+        assert!(made.has_tag("lvms.topolvm.io/logicalvolume=pvc-1"));
+        assert_eq!(
+            r.vgs[0].free,
+            (10 << 30) - (4 << 20),
+            "thick takes VG space"
+        );
+        assert!(record(&mut r, &thick, &Action::Extend { size: 9 << 20 }));
+        assert_eq!(r.lv("vg1", "uid-1").unwrap().size, 12 << 20);
+        assert_eq!(r.vgs[0].free, (10 << 30) - (12 << 20));
+        assert!(record(&mut r, &thick, &Action::Remove));
+        assert!(r.lv("vg1", "uid-1").is_none());
+        assert_eq!(r.vgs[0].free, 10 << 30, "and gives it back");
+
+        // A thin snapshot has its origin's size and pool; the VG's free space is the pool's.
+        let snap = lv("1Gi", "src");
+        assert!(record(
+            &mut r,
+            &snap,
+            &Action::Snapshot {
+                origin: "src".into()
+            }
+        ));
+        let s = r.lv("vg1", "uid-1").unwrap();
+        assert_eq!(
+            (s.size, s.pool.as_str(), s.origin.as_str()),
+            (1 << 30, "pool", "src")
+        );
+        assert_eq!(r.vgs[0].free, 10 << 30);
+        assert!(
+            !record(
+                &mut r,
+                &lv("1Gi", "gone"),
+                &Action::Snapshot {
+                    origin: "gone".into()
+                }
+            ),
+            "an unknown origin cannot be recorded: read LVM again"
+        );
+        r.vgs[0].extent_size = 0;
+        assert!(!record(&mut r, &thick, &create), "no extent size, no guess");
     }
 
     #[test]

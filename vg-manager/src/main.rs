@@ -1,23 +1,33 @@
 //! vg-manager: the node agent.
 //!
-//! `vg-manager run`: the node agent (NODE_NAME, POD_NAMESPACE; in cluster or with KUBECONFIG).
+//! `vg-manager run`: the node agent and the CSI node service (NODE_NAME, POD_NAMESPACE; in
+//! cluster or with KUBECONFIG).
+//! `vg-manager csi-controller`: the CSI controller service (POD_NAMESPACE; in cluster or with
+//! KUBECONFIG).
 //! `vg-manager discover [--json] [--vg NAME] [PATH...]`: offline, on any Linux machine.
-//! The CSI services (`csi-controller`, and the node service inside `run`) come with issue #6.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use lvm::{Exec, Lvm, Mode, Runner};
 
 use vg_manager::discover;
 
-const USAGE: &str = "usage: vg-manager run [--metrics-addr HOST:PORT] [--resync SECONDS] [--host-namespace] [--csi-socket PATH]
+const USAGE: &str = "usage: vg-manager run [--metrics-addr HOST:PORT] [--resync SECONDS] [--host-namespace] [--csi-socket PATH] [--node-name NAME] [--orphan-grace SECONDS]
+       vg-manager csi-controller --csi-socket PATH [--namespace NS]
        vg-manager discover [--json] [--vg NAME] [--host-namespace] [PATH...]
   run               the node agent: volume groups and thin pools of the LVMVolumeGroups that select
-                    this node ($NODE_NAME), status in LVMVolumeGroupNodeStatus, capacity annotations
+                    this node ($NODE_NAME), status in LVMVolumeGroupNodeStatus, capacity annotations,
+                    the LogicalVolumes of this node
     --metrics-addr  /healthz and /metrics (default 0.0.0.0:8080)
     --resync        seconds between passes when nothing changes (default 60)
-    --csi-socket    where the CSI node service will listen (issue #6; accepted, not served yet)
+    --csi-socket    serve the CSI node and identity services on this unix socket
+    --node-name     this node (default $NODE_NAME)
+    --orphan-grace  seconds an LV of ours without its LogicalVolume is kept (default 300)
+  csi-controller    the CSI controller and identity services on a unix socket; LogicalVolumes
+                    for the device classes (LVMVolumeGroups) of --namespace (default $POD_NAMESPACE,
+                    else openshift-storage)
   discover          list every block device with \"eligible\" or the reasons it is not
     --json          machine-readable output
     --vg NAME       judge for this volume group (its own PVs show as \"in volume group\")
@@ -62,39 +72,49 @@ fn discover(args: &[String]) -> Result<String, String> {
     })
 }
 
-fn run(args: &[String]) -> Result<(), String> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let node = env("NODE_NAME")
-        .ok_or("NODE_NAME must name this node (the DaemonSet sets it from spec.nodeName)")?;
-    let namespace =
-        env("POD_NAMESPACE").unwrap_or_else(|| lvms_api::names::DEFAULT_NAMESPACE.into());
-    let (mut metrics_addr, mut resync, mut mode) =
-        ("0.0.0.0:8080".to_string(), 60u64, Mode::Direct);
+/// Parses `--flag value`, `--flag=value` and bare `--switch`es (named in `switches`).
+fn flags(
+    args: &[String],
+    valued: &[&str],
+    switches: &[&str],
+) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
             Some((f, v)) => (f, Some(v.to_string())),
             None => (a.as_str(), None),
         };
-        let mut value = || {
-            inline
-                .clone()
+        if switches.contains(&flag) && inline.is_none() {
+            out.insert(flag.to_string(), String::new());
+        } else if valued.contains(&flag) {
+            let v = inline
                 .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match flag {
-            "--metrics-addr" => metrics_addr = value()?,
-            "--resync" => {
-                resync = value()?
-                    .trim_end_matches('s')
-                    .parse()
-                    .map_err(|_| "--resync takes seconds".to_string())?
-            }
-            "--host-namespace" => mode = Mode::HostNamespace,
-            "--csi-socket" => drop(value()?),
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+                .ok_or_else(|| format!("{flag} needs a value"))?;
+            out.insert(flag.to_string(), v);
+        } else {
+            return Err(format!("unknown argument {a}\n{USAGE}"));
         }
     }
+    Ok(out)
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+fn seconds(flags: &BTreeMap<String, String>, flag: &str, default: u64) -> Result<Duration, String> {
+    flags
+        .get(flag)
+        .map_or(Ok(default), |v| {
+            v.trim_end_matches('s')
+                .parse()
+                .map_err(|_| format!("{flag} takes seconds, not {v:?}"))
+        })
+        .map(Duration::from_secs)
+}
+
+fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,kube=warn".into());
     let builder = tracing_subscriber::fmt()
@@ -105,23 +125,80 @@ fn run(args: &[String]) -> Result<(), String> {
     } else {
         builder.init();
     }
-    // One thread: the agent waits on LVM commands (run on the blocking pool) and the API server.
-    let rt = tokio::runtime::Builder::new_current_thread()
+}
+
+/// One thread: both services wait on LVM commands (run on the blocking pool) and the API server.
+fn block_on<F: std::future::Future<Output = Result<(), String>>>(f: F) -> Result<(), String> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| format!("connecting to the API server: {e}"))?;
-        let opts = vg_manager::run::Options {
-            node,
+        .map_err(|e| e.to_string())?
+        .block_on(f)
+}
+
+async fn client() -> Result<kube::Client, String> {
+    kube::Client::try_default()
+        .await
+        .map_err(|e| format!("connecting to the API server: {e}"))
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let f = flags(
+        args,
+        &[
+            "--metrics-addr",
+            "--resync",
+            "--csi-socket",
+            "--orphan-grace",
+            "--node-name",
+        ],
+        &["--host-namespace"],
+    )?;
+    let node = f.get("--node-name").cloned().or_else(|| env("NODE_NAME")).ok_or(
+        "NODE_NAME (or --node-name) must name this node (the DaemonSet sets it from spec.nodeName)",
+    )?;
+    let opts = vg_manager::run::Options {
+        node,
+        namespace: env("POD_NAMESPACE")
+            .unwrap_or_else(|| lvms_api::names::DEFAULT_NAMESPACE.into()),
+        metrics_addr: f
+            .get("--metrics-addr")
+            .cloned()
+            .unwrap_or_else(|| "0.0.0.0:8080".into()),
+        resync: seconds(&f, "--resync", 60)?.max(Duration::from_secs(1)),
+        mode: if f.contains_key("--host-namespace") {
+            Mode::HostNamespace
+        } else {
+            Mode::Direct
+        },
+        orphan_grace: seconds(&f, "--orphan-grace", 300)?,
+        csi_socket: f.get("--csi-socket").map(|p| csi::socket::socket_path(p)),
+    };
+    init_logging();
+    block_on(async { vg_manager::run::run(client().await?, opts).await })
+}
+
+fn csi_controller(args: &[String]) -> Result<(), String> {
+    let f = flags(args, &["--csi-socket", "--namespace"], &[])?;
+    let socket = f
+        .get("--csi-socket")
+        .map(|p| csi::socket::socket_path(p))
+        .ok_or("--csi-socket is required")?;
+    let namespace = f
+        .get("--namespace")
+        .cloned()
+        .or_else(|| env("POD_NAMESPACE"))
+        .unwrap_or_else(|| lvms_api::names::DEFAULT_NAMESPACE.into());
+    init_logging();
+    block_on(async {
+        csi::controller::serve(
+            client().await?,
             namespace,
-            metrics_addr,
-            resync: std::time::Duration::from_secs(resync.max(1)),
-            mode,
-        };
-        vg_manager::run::run(client, opts).await
+            socket,
+            vg_manager::run::shutdown(),
+        )
+        .await
+        .map_err(|e| e.to_string())
     })
 }
 
@@ -149,10 +226,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some("csi-controller") => {
-            eprintln!("vg-manager csi-controller: not built yet (issue #6)");
-            ExitCode::FAILURE
-        }
+        Some("csi-controller") => match csi_controller(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vg-manager csi-controller: {e}");
+                ExitCode::FAILURE
+            }
+        },
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)

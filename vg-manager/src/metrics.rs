@@ -33,6 +33,7 @@ pub struct Metrics {
     pub passes: Counter,
     pub pass_errors: Counter,
     pub lvm_commands: Counter,
+    pub orphans_removed: Counter,
 }
 
 impl Default for Metrics {
@@ -49,6 +50,7 @@ impl Default for Metrics {
             passes: Default::default(),
             pass_errors: Default::default(),
             lvm_commands: Default::default(),
+            orphans_removed: Default::default(),
         };
         registry.register(
             "topolvm_volumegroup_available_bytes",
@@ -94,6 +96,11 @@ impl Default for Metrics {
             "vg_manager_lvm_commands",
             "Commands run (lvm, lsblk, losetup, filesystem tools)",
             m.lvm_commands.clone(),
+        );
+        registry.register(
+            "vg_manager_orphaned_volumes_removed",
+            "Logical volumes of ours removed because their LogicalVolume was gone",
+            m.orphans_removed.clone(),
         );
         *m.registry.lock().unwrap() = registry;
         m

@@ -1,6 +1,8 @@
-//! The agent's loop: a pass at start, then one after any change to the LVMVolumeGroups or to this
-//! node's status object, and otherwise once per resync period, so an idle node runs its three
-//! read commands no more often than that. Health and metrics on one port.
+//! The agent's loop: a pass at start, then one after any change to the LVMVolumeGroups, to this
+//! node's status object or to an LV (capacity follows at once), and otherwise once per resync
+//! period, so an idle node runs its three read commands no more often than that. Beside it run
+//! the LogicalVolume controller and, when a socket is given, the CSI node service. Health and
+//! metrics on one port.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +10,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::runtime::watcher;
 use kube::{Api, Client};
-use lvm::{Exec, Mode};
+use lvm::{Exec, Lvm, Mode};
 use lvms_api::{LVMVolumeGroup, LVMVolumeGroupNodeStatus};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::agent::Agent;
+use crate::csi_node::{self, NodeService};
+use crate::lv_controller;
 use crate::metrics::Metrics;
+use crate::reports::Reports;
 
 pub struct Options {
     pub node: String,
@@ -22,6 +27,10 @@ pub struct Options {
     pub metrics_addr: String,
     pub resync: Duration,
     pub mode: Mode,
+    /// How long an LV of ours without its LogicalVolume is kept before it is removed.
+    pub orphan_grace: Duration,
+    /// Where to serve the CSI node service, if at all.
+    pub csi_socket: Option<std::path::PathBuf>,
 }
 
 /// The reply to one request line on the health/metrics port.
@@ -57,7 +66,20 @@ where
     });
 }
 
+/// The agent until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, opts: Options) -> Result<(), String> {
+    let runner = Arc::new(Exec::new(opts.mode));
+    run_with(client, opts, runner, shutdown()).await
+}
+
+/// The agent with a given command runner (tests and benchmarks count its commands), until
+/// `stop` completes.
+pub async fn run_with(
+    client: Client,
+    opts: Options,
+    runner: Arc<Exec>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     let listener = tokio::net::TcpListener::bind(&opts.metrics_addr)
         .await
@@ -68,9 +90,34 @@ pub async fn run(client: Client, opts: Options) -> Result<(), String> {
         Arc::new(move |line: &str| respond(line, &m)),
     ));
 
-    let runner = Arc::new(Exec::new(opts.mode));
-    let agent = Agent::new(client.clone(), &opts.node, &opts.namespace, runner.clone());
+    let reports = Arc::new(Reports::new(Lvm::new(runner.clone())));
+    let agent = Agent::with_reports(
+        client.clone(),
+        &opts.node,
+        &opts.namespace,
+        runner.clone(),
+        reports.clone(),
+    );
     let notify = Arc::new(Notify::new());
+    let volumes = lv_controller::start(lv_controller::Context {
+        client: client.clone(),
+        reports: reports.clone(),
+        node: opts.node.clone(),
+        namespace: opts.namespace.clone(),
+        changed: notify.clone(),
+    });
+    let mut garbage = lv_controller::Garbage::default();
+    // The CSI node service lives as long as the agent; if it cannot serve, the agent stops too
+    // (kubelet would otherwise see a registered driver that never answers).
+    let mut csi = opts.csi_socket.clone().map(|socket| {
+        let node = NodeService::new(
+            opts.node.clone(),
+            reports.clone(),
+            runner.clone(),
+            opts.mode,
+        );
+        tokio::spawn(async move { csi_node::serve(node, &socket, std::future::pending()).await })
+    });
     watch(
         Api::<LVMVolumeGroup>::namespaced(client.clone(), &opts.namespace),
         watcher::Config::default(),
@@ -84,6 +131,7 @@ pub async fn run(client: Client, opts: Options) -> Result<(), String> {
     );
     info!(node = %opts.node, namespace = %opts.namespace, resync = ?opts.resync, "vg-manager running");
 
+    let mut stop = std::pin::pin!(stop);
     let mut backoff = Duration::from_secs(2);
     let mut commands = runner.invocations();
     loop {
@@ -96,6 +144,14 @@ pub async fn run(client: Client, opts: Options) -> Result<(), String> {
             Ok(out) => {
                 metrics.set_usage(&opts.node, &out.usage);
                 backoff = Duration::from_secs(2);
+                match lv_controller::collect(&reports, &volumes, &mut garbage, opts.orphan_grace)
+                    .await
+                {
+                    Ok(removed) => {
+                        metrics.orphans_removed.inc_by(removed.len() as u64);
+                    }
+                    Err(e) => warn!(error = %e, "collecting orphaned logical volumes"),
+                }
                 opts.resync
             }
             Err(e) => {
@@ -111,7 +167,19 @@ pub async fn run(client: Client, opts: Options) -> Result<(), String> {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown() => {
+            r = async {
+                match csi.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                return Err(match r {
+                    Ok(Ok(())) => "the CSI node service stopped".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => format!("the CSI node service failed: {e}"),
+                });
+            }
+            _ = &mut stop => {
                 info!("shutting down");
                 return Ok(());
             }
@@ -119,7 +187,8 @@ pub async fn run(client: Client, opts: Options) -> Result<(), String> {
     }
 }
 
-async fn shutdown() {
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     tokio::select! {

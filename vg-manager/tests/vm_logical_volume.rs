@@ -10,6 +10,7 @@ use lvms_api::LogicalVolume;
 use serde_json::{Value, json};
 use vg_manager::agent::Agent;
 use vg_manager::logical_volume::{Action, code, reconcile};
+use vg_manager::reports::Reports;
 use vm_test::Disk;
 
 const NS: &str = "openshift-storage";
@@ -45,11 +46,15 @@ async fn logical_volumes_on_real_lvm() {
         .await
         .unwrap();
     let lvm = Lvm::new(runner.clone());
+    // The agent's shared report: the reconciler records its own changes in it.
+    let reports = Reports::new(lvm.clone());
 
     // Create, then again: one LV, tagged, status with the volume ID and size.
     let lv = seed_lv(&api, "pvc-1", "100Mi", "");
     assert_eq!(
-        reconcile(&client, &lvm, "node-a", NS, &lv).await.unwrap(),
+        reconcile(&client, &reports, "node-a", NS, &lv)
+            .await
+            .unwrap(),
         Action::Create {
             thin_pool: Some("pool".into()),
             size: 100 << 20
@@ -71,7 +76,9 @@ async fn logical_volumes_on_real_lvm() {
         ["topolvm.io/logicalvolume"]
     );
     assert_eq!(
-        reconcile(&client, &lvm, "node-a", NS, &lv).await.unwrap(),
+        reconcile(&client, &reports, "node-a", NS, &lv)
+            .await
+            .unwrap(),
         Action::Report { size: 100 << 20 }
     );
     let r = lvm.report().unwrap();
@@ -84,7 +91,7 @@ async fn logical_volumes_on_real_lvm() {
 
     // Grow.
     api.patch(LVS, None, "pvc-1", json!({"spec": {"size": "200Mi"}}));
-    reconcile(&client, &lvm, "node-a", NS, &get(&api, "pvc-1"))
+    reconcile(&client, &reports, "node-a", NS, &get(&api, "pvc-1"))
         .await
         .unwrap();
     assert_eq!(
@@ -95,7 +102,9 @@ async fn logical_volumes_on_real_lvm() {
     // Snapshot of it (source = its volume ID), active and the same size.
     let snap = seed_lv(&api, "snap-1", "200Mi", &uid);
     assert!(matches!(
-        reconcile(&client, &lvm, "node-a", NS, &snap).await.unwrap(),
+        reconcile(&client, &reports, "node-a", NS, &snap)
+            .await
+            .unwrap(),
         Action::Snapshot { .. }
     ));
     let snap = get(&api, "snap-1");
@@ -113,7 +122,9 @@ async fn logical_volumes_on_real_lvm() {
     // More than a ratio-1 pool may promise: ResourceExhausted, and no LV is created.
     let big = seed_lv(&api, "pvc-big", "5Gi", "");
     let before = lvm.report().unwrap().lvs.len();
-    reconcile(&client, &lvm, "node-a", NS, &big).await.unwrap();
+    reconcile(&client, &reports, "node-a", NS, &big)
+        .await
+        .unwrap();
     let st = get(&api, "pvc-big").status.unwrap_or_default();
     assert_eq!(st.code, code::RESOURCE_EXHAUSTED, "{st:?}");
     assert!(
@@ -127,7 +138,7 @@ async fn logical_volumes_on_real_lvm() {
     let lvs: kube::Api<LogicalVolume> = kube::Api::all(client.clone());
     lvs.delete("snap-1", &Default::default()).await.unwrap();
     assert_eq!(
-        reconcile(&client, &lvm, "node-a", NS, &get(&api, "snap-1"))
+        reconcile(&client, &reports, "node-a", NS, &get(&api, "snap-1"))
             .await
             .unwrap(),
         Action::Remove

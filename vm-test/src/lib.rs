@@ -82,12 +82,39 @@ pub fn guest_phases(test: &str, disks: &[Disk], phases: u32) -> Option<(Guest, u
         return None;
     }
     for phase in 1..=phases {
-        boot(test, disks, phase);
+        let out = boot(
+            test,
+            disks,
+            phase,
+            &[test, "--exact", "--nocapture", "--test-threads=1"],
+        );
+        // A filter that matched nothing also exits 0: make sure the test really ran.
+        assert!(
+            out.contains("1 passed"),
+            "{test}: the guest ran no test (is the name right?)"
+        );
     }
     None
 }
 
-fn boot(test: &str, disks: &[Disk], phase: u32) {
+/// For a benchmark binary (`harness = false`): on the host, boots a guest with `disks` that runs
+/// this same binary, prints what it printed and returns `None`; in the guest returns `Some`.
+/// `LVMS_VM_TESTS=skip` skips it as it skips the tests.
+pub fn bench(name: &str, disks: &[Disk]) -> Option<Guest> {
+    if std::env::var_os(IN_VM).is_some() {
+        return guest(name, disks);
+    }
+    if std::env::var("LVMS_VM_TESTS").is_ok_and(|v| v == "skip") {
+        eprintln!("{name}: skipped (LVMS_VM_TESTS=skip)");
+        return None;
+    }
+    boot(name, disks, 1, &["--bench"]);
+    None
+}
+
+/// Boots one guest running this executable with `args`; panics unless it exits 0. Returns what
+/// the guest printed on standard output.
+fn boot(test: &str, disks: &[Disk], phase: u32, args: &[&str]) -> String {
     let script = repo_root().join("tests/vm/run-in-vm.sh");
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new("bash");
@@ -110,9 +137,7 @@ fn boot(test: &str, disks: &[Disk], phase: u32) {
             Disk::Image(path) => cmd.args(["-D", &path.to_string_lossy()]),
         };
     }
-    cmd.arg("--")
-        .arg(&exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    cmd.arg("--").arg(&exe).args(args);
     let started = std::time::Instant::now();
     let out = cmd.output().unwrap_or_else(|e| {
         panic!(
@@ -127,13 +152,7 @@ fn boot(test: &str, disks: &[Disk], phase: u32) {
         started.elapsed().as_secs_f64()
     );
     match out.status.code() {
-        Some(0) => {
-            // A filter that matched nothing also exits 0: make sure the test really ran.
-            assert!(
-                stdout.contains("1 passed"),
-                "{test}: the guest ran no test (is the name right?)"
-            );
-        }
+        Some(0) => stdout.into_owned(),
         Some(125) => panic!(
             "{test}: the VM failed to boot or timed out; run tests/vm/setup.sh (see output above)"
         ),
