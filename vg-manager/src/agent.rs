@@ -123,6 +123,59 @@ impl Agent {
             .expect("LVM task panicked")
     }
 
+    /// The LVMVolumeGroups this node serves: those that select it, and those that still hold its
+    /// cleanup finalizer (being torn down, or no longer selecting it).
+    fn mine<'a>(&self, vgs: &'a [LVMVolumeGroup], node: &Node) -> Vec<&'a LVMVolumeGroup> {
+        vgs.iter()
+            .filter(|vg| {
+                vg.spec
+                    .node_selector
+                    .as_ref()
+                    .is_none_or(|s| lvms_api::nodes::matches(s, node))
+                    || vg
+                        .finalizers()
+                        .contains(&node_cleanup_finalizer(&self.node))
+            })
+            .collect()
+    }
+
+    /// Capacity annotations only, from the shared report: no LVM command while the report is
+    /// valid (the LogicalVolume reconciler records its changes in it). Runs after each LV change,
+    /// so the scheduler sees it at once without the cost of a pass (lsblk, a fresh report).
+    pub async fn refresh_capacity(&self) -> Result<BTreeMap<String, ClassUsage>, Error> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let node = nodes
+            .get(&self.node)
+            .await
+            .map_err(kube_err("reading this Node"))?;
+        let vgs = Api::<LVMVolumeGroup>::namespaced(self.client.clone(), &self.namespace)
+            .list(&ListParams::default())
+            .await
+            .map_err(kube_err("listing LVMVolumeGroups"))?
+            .items;
+        let report = self
+            .reports
+            .current()
+            .await
+            .map_err(|e| Error::Lvm(e.to_string()))?;
+        let usage: BTreeMap<String, ClassUsage> = self
+            .mine(&vgs, &node)
+            .into_iter()
+            .filter(|vg| vg.metadata.deletion_timestamp.is_none())
+            .filter_map(|vg| {
+                let name = vg.name_any();
+                let pool = vg
+                    .spec
+                    .thin_pool_config
+                    .as_ref()
+                    .map(|t| (t.name.as_str(), t.overprovision_ratio.max(1) as u64));
+                capacity::usage(&report, &name, pool).map(|u| (name, u))
+            })
+            .collect();
+        self.publish_capacity(&nodes, &node, &usage).await?;
+        Ok(usage)
+    }
+
     /// One pass. Every step is idempotent, so an interrupted pass is finished by the next.
     pub async fn pass(&self) -> Result<Outcome, Error> {
         let nodes: Api<Node> = Api::all(self.client.clone());
@@ -138,18 +191,7 @@ impl Agent {
             .await
             .map_err(kube_err("listing LVMVolumeGroups"))?
             .items;
-        let mine: Vec<&LVMVolumeGroup> = vgs
-            .iter()
-            .filter(|vg| {
-                vg.spec
-                    .node_selector
-                    .as_ref()
-                    .is_none_or(|s| lvms_api::nodes::matches(s, &node))
-                    || vg
-                        .finalizers()
-                        .contains(&node_cleanup_finalizer(&self.node))
-            })
-            .collect();
+        let mine = self.mine(&vgs, &node);
         let existing = statuses_api
             .get_opt(&self.node)
             .await

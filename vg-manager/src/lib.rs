@@ -1,6 +1,7 @@
 //! vg-manager, the node agent: disk discovery, the volume group planner, the per-node reconcile
-//! pass (volume groups, thin pools, teardown, status, capacity) and its metrics. The CSI services
-//! come with issue #6.
+//! pass (volume groups, thin pools, teardown, status, capacity) and its metrics, the
+//! LogicalVolume controller (the node's LVs) and the CSI node service. The binary also runs the
+//! CSI controller service (crate `csi`) in the controller Deployment.
 
 pub mod agent;
 pub mod capacity;

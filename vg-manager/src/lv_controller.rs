@@ -1,7 +1,8 @@
 //! The node's LogicalVolume controller (kube-runtime, controller-rs style): every LogicalVolume
 //! of this node is reconciled when it changes ([`crate::logical_volume::reconcile`]), and the
-//! agent is woken after each LVM change so the Node's capacity annotation, which the scheduler's
-//! CSIStorageCapacity is built from, follows within a second instead of a resync period.
+//! agent's capacity refresh is woken after each LVM change so the Node's capacity annotation,
+//! which the scheduler's CSIStorageCapacity is built from, follows within a second instead of a
+//! resync period.
 //!
 //! It also collects garbage: an LV carrying our owner tag whose LogicalVolume is gone (a crash
 //! between steps, or a finalizer removed by hand) is reported, and removed once it has stayed
@@ -35,7 +36,7 @@ pub struct Context {
     pub reports: Arc<Reports>,
     pub node: String,
     pub namespace: String,
-    /// Wakes the agent's loop (capacity annotation, metrics) after an LVM change.
+    /// Wakes the agent's capacity refresh (annotation, metrics) after an LVM change.
     pub changed: Arc<Notify>,
 }
 

@@ -1,6 +1,7 @@
-//! The agent's loop: a pass at start, then one after any change to the LVMVolumeGroups, to this
-//! node's status object or to an LV (capacity follows at once), and otherwise once per resync
-//! period, so an idle node runs its three read commands no more often than that. Beside it run
+//! The agent's loop: a pass at start, then one after any change to the LVMVolumeGroups or to this
+//! node's status object, and otherwise once per resync period, so an idle node runs its three
+//! read commands no more often than that. After an LV change only the capacity annotation is
+//! refreshed, from the shared report, without a command. Beside it run
 //! the LogicalVolume controller and, when a socket is given, the CSI node service. Health and
 //! metrics on one port.
 
@@ -99,12 +100,13 @@ pub async fn run_with(
         reports.clone(),
     );
     let notify = Arc::new(Notify::new());
+    let capacity = Arc::new(Notify::new());
     let volumes = lv_controller::start(lv_controller::Context {
         client: client.clone(),
         reports: reports.clone(),
         node: opts.node.clone(),
         namespace: opts.namespace.clone(),
-        changed: notify.clone(),
+        changed: capacity.clone(),
     });
     let mut garbage = lv_controller::Garbage::default();
     // The CSI node service lives as long as the agent; if it cannot serve, the agent stops too
@@ -161,27 +163,40 @@ pub async fn run_with(
                 backoff
             }
         };
-        tokio::select! {
-            _ = notify.notified() => {
-                // Let a burst of changes (an apply touching several objects) settle into one pass.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            _ = tokio::time::sleep(wait) => {}
-            r = async {
-                match csi.as_mut() {
-                    Some(task) => task.await,
-                    None => std::future::pending().await,
+        let next_pass = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = notify.notified() => {
+                    // Let a burst of changes (an apply touching several objects) settle into one
+                    // pass.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
                 }
-            } => {
-                return Err(match r {
-                    Ok(Ok(())) => "the CSI node service stopped".to_string(),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(e) => format!("the CSI node service failed: {e}"),
-                });
-            }
-            _ = &mut stop => {
-                info!("shutting down");
-                return Ok(());
+                _ = tokio::time::sleep_until(next_pass) => break,
+                _ = capacity.notified() => {
+                    // A burst of volume changes (fifty CreateVolume calls) makes one update.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    match agent.refresh_capacity().await {
+                        Ok(usage) => metrics.set_usage(&opts.node, &usage),
+                        Err(e) => warn!(error = %e, "refreshing capacity"),
+                    }
+                }
+                r = async {
+                    match csi.as_mut() {
+                        Some(task) => task.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    return Err(match r {
+                        Ok(Ok(())) => "the CSI node service stopped".to_string(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => format!("the CSI node service failed: {e}"),
+                    });
+                }
+                _ = &mut stop => {
+                    info!("shutting down");
+                    return Ok(());
+                }
             }
         }
     }
