@@ -6,47 +6,26 @@
 //! `make bench-vm` (or `cargo bench -p vg-manager --bench csi_create`): boots a guest with one
 //! 4 GiB disk. Figures go in the closing notes, never in tests.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api_double::ApiDouble;
+use csi::pb;
 use csi::pb::controller_client::ControllerClient;
-use csi::pb::volume_capability::{AccessMode, AccessType, BlockVolume, access_mode};
-use csi::pb::{self, VolumeCapability};
-use lvm::{Exec, Lvm, Mode};
+use lvm::{Exec, Lvm};
 use serde_json::json;
-use tonic::transport::Channel;
 use vm_test::Disk;
 
-const NS: &str = "openshift-storage";
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 const SIZE: u64 = 64 << 20;
 const ROUNDS: usize = 10;
 const CONCURRENT: usize = 50;
 
+/// A block volume (no filesystem to make): the cost measured is provisioning alone.
 fn request(name: String) -> pb::CreateVolumeRequest {
-    let t = pb::Topology {
-        segments: [("topology.topolvm.io/node".to_string(), "node-a".to_string())].into(),
-    };
-    pb::CreateVolumeRequest {
-        name,
-        capacity_range: Some(pb::CapacityRange {
-            required_bytes: SIZE as i64,
-            limit_bytes: 0,
-        }),
-        volume_capabilities: vec![VolumeCapability {
-            access_type: Some(AccessType::Block(BlockVolume {})),
-            access_mode: Some(AccessMode {
-                mode: access_mode::Mode::SingleNodeWriter as i32,
-            }),
-        }],
-        parameters: [("topolvm.io/device-class".to_string(), "vg1".to_string())].into(),
-        accessibility_requirements: Some(pb::TopologyRequirement {
-            requisite: vec![t.clone()],
-            preferred: vec![t],
-        }),
-        ..Default::default()
-    }
+    support::create_request(&name, "vg1", SIZE as i64, None)
 }
 
 fn stats(name: &str, mut v: Vec<Duration>) -> Duration {
@@ -64,36 +43,6 @@ fn stats(name: &str, mut v: Vec<Duration>) -> Duration {
     median
 }
 
-/// The agent on a thread of its own with a one-thread runtime, as `vg-manager run` runs it.
-fn start_agent(
-    client: kube::Client,
-    opts: vg_manager::run::Options,
-    runner: Arc<Exec>,
-) -> std::thread::JoinHandle<Result<(), String>> {
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(vg_manager::run::run_with(
-                client,
-                opts,
-                runner,
-                std::future::pending(),
-            ))
-    })
-}
-
-async fn channel(path: &Path) -> Channel {
-    for _ in 0..400 {
-        if let Ok(c) = csi::socket::connect(path).await {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no CSI controller on {}", path.display());
-}
-
 fn main() {
     let Some(_) = vm_test::bench("csi_create", &[Disk::Blank("4G")]) else {
         return;
@@ -108,49 +57,37 @@ fn main() {
 
 async fn bench() {
     let api = ApiDouble::new();
-    api.seed(
-        "api/v1/nodes",
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}}),
+    support::seed(
+        &api,
+        &[(
+            "vg1",
+            json!({"default": true, "deviceSelector": {"paths": ["/dev/vda"]},
+                "thinPoolConfig": {"name": "pool", "sizePercent": 90, "overprovisionRatio": 10}}),
+        )],
     );
-    api.seed(
-        "apis/lvm.topolvm.io/v1alpha1/lvmvolumegroups",
-        json!({"apiVersion": "lvm.topolvm.io/v1alpha1", "kind": "LVMVolumeGroup",
-        "metadata": {"name": "vg1", "namespace": NS},
-        "spec": {"default": true, "deviceSelector": {"paths": ["/dev/vda"]},
-                 "thinPoolConfig": {"name": "pool", "sizePercent": 90, "overprovisionRatio": 10}}}),
+    let (node_sock, ctrl_sock) = support::sockets("bench");
+    let runner = Arc::new(Exec::new(lvm::Mode::Direct));
+    support::start_agent(
+        &api,
+        &node_sock,
+        runner.clone(),
+        Duration::from_secs(60),
+        Duration::from_secs(300),
     );
-    let dir = std::path::PathBuf::from(format!("/run/lvms-bench-{}", std::process::id()));
-    let (node_sock, ctrl_sock) = (dir.join("node.sock"), dir.join("controller.sock"));
-    let runner = Arc::new(Exec::new(Mode::Direct));
-    let opts = vg_manager::run::Options {
-        node: "node-a".into(),
-        namespace: NS.into(),
-        metrics_addr: "127.0.0.1:0".into(),
-        resync: Duration::from_secs(60),
-        mode: Mode::Direct,
-        orphan_grace: Duration::from_secs(300),
-        csi_socket: Some(node_sock),
-    };
-    start_agent(api.client(), opts, runner.clone());
-    tokio::spawn(csi::controller::serve(
-        api.client(),
-        NS,
-        ctrl_sock.clone(),
-        std::future::pending(),
-    ));
+    support::start_controller(&api, &ctrl_sock);
     let started = Instant::now();
-    while api.get("api/v1/nodes", None, "node-a").unwrap()["metadata"]["annotations"]
-        ["capacity.topolvm.io/vg1"]
-        .is_null()
-    {
-        assert!(started.elapsed() < Duration::from_secs(300), "the volume group never became ready");
+    while support::capacity(&api, "vg1").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the volume group never became ready"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!(
         "volume group and thin pool ready after {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let ctrl = ControllerClient::new(channel(&ctrl_sock).await);
+    let ctrl = ControllerClient::new(support::channel(&ctrl_sock).await);
     let lvm = Lvm::new(runner.clone());
 
     // Raw lvcreate of the same thin volume, the same way the node makes it.
@@ -219,7 +156,7 @@ async fn bench() {
 
     // And all of them deleted at once.
     let ids: Vec<String> = api
-        .list("apis/topolvm.io/v1/logicalvolumes")
+        .list(support::LVS)
         .iter()
         .filter_map(|o| o["status"]["volumeID"].as_str().map(String::from))
         .collect();

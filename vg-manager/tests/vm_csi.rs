@@ -5,71 +5,22 @@
 //! expand online, snapshot and restore, clone, ext4, a thick block volume; capacity follows each
 //! change; everything deleted leaves no LV; an orphaned LV is collected.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use api_double::ApiDouble;
+use csi::pb;
 use csi::pb::controller_client::ControllerClient;
 use csi::pb::node_client::NodeClient;
-use csi::pb::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode};
-use csi::pb::{self, VolumeCapability};
 use lvm::{Exec, Lvm, Mode};
 use serde_json::json;
 use tonic::transport::Channel;
 use vm_test::Disk;
 
-const NS: &str = "openshift-storage";
-const NODES: &str = "api/v1/nodes";
-const LVS: &str = "apis/topolvm.io/v1/logicalvolumes";
-const MIB: i64 = 1 << 20;
+mod support;
 
-fn cap(fs: Option<&str>) -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(match fs {
-            Some(fs) => AccessType::Mount(MountVolume {
-                fs_type: fs.into(),
-                ..Default::default()
-            }),
-            None => AccessType::Block(BlockVolume {}),
-        }),
-        access_mode: Some(AccessMode {
-            mode: access_mode::Mode::SingleNodeWriter as i32,
-        }),
-    }
-}
-
-fn topology() -> Option<pb::TopologyRequirement> {
-    let t = pb::Topology {
-        segments: [("topology.topolvm.io/node".to_string(), "node-a".to_string())].into(),
-    };
-    Some(pb::TopologyRequirement {
-        requisite: vec![t.clone()],
-        preferred: vec![t],
-    })
-}
-
-fn create(name: &str, class: &str, bytes: i64, fs: Option<&str>) -> pb::CreateVolumeRequest {
-    pb::CreateVolumeRequest {
-        name: name.into(),
-        capacity_range: Some(pb::CapacityRange {
-            required_bytes: bytes,
-            limit_bytes: 0,
-        }),
-        volume_capabilities: vec![cap(fs)],
-        parameters: [("topolvm.io/device-class".to_string(), class.to_string())].into(),
-        accessibility_requirements: topology(),
-        ..Default::default()
-    }
-}
-
-fn capacity(api: &ApiDouble, class: &str) -> Option<u64> {
-    api.get(NODES, None, "node-a")?["metadata"]["annotations"]
-        [format!("capacity.topolvm.io/{class}")]
-    .as_str()?
-    .parse()
-    .ok()
-}
+use support::{LVS, MIB, capability as cap, capacity, channel, create_request, sockets};
 
 async fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -83,38 +34,6 @@ async fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The agent on a thread of its own with a one-thread runtime, as `vg-manager run` runs it.
-fn start_agent(
-    client: kube::Client,
-    opts: vg_manager::run::Options,
-    runner: Arc<Exec>,
-) -> std::thread::JoinHandle<Result<(), String>> {
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(vg_manager::run::run_with(
-                client,
-                opts,
-                runner,
-                std::future::pending(),
-            ))
-    })
-}
-
-async fn channel(path: &Path) -> Channel {
-    for _ in 0..200 {
-        if path.exists()
-            && let Ok(c) = csi::socket::connect(path).await
-        {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no CSI server on {}", path.display());
 }
 
 async fn publish(node: &mut NodeClient<Channel>, id: &str, target: &Path, fs: Option<&str>) {
@@ -180,44 +99,29 @@ async fn csi_end_to_end_on_real_lvm() {
         return;
     };
     let api = ApiDouble::new();
-    api.seed(
-        NODES,
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}}),
+    support::seed(
+        &api,
+        &[
+            (
+                "vg1",
+                json!({"default": true, "deviceSelector": {"paths": ["/dev/vda"]},
+                    "thinPoolConfig": {"name": "pool", "sizePercent": 90, "overprovisionRatio": 10}}),
+            ),
+            ("vg2", json!({"deviceSelector": {"paths": ["/dev/vdb"]}})),
+        ],
     );
-    api.seed(
-        "apis/lvm.topolvm.io/v1alpha1/lvmvolumegroups",
-        json!({"apiVersion": "lvm.topolvm.io/v1alpha1", "kind": "LVMVolumeGroup",
-        "metadata": {"name": "vg1", "namespace": NS},
-        "spec": {"default": true, "deviceSelector": {"paths": ["/dev/vda"]},
-                 "thinPoolConfig": {"name": "pool", "sizePercent": 90, "overprovisionRatio": 10}}}),
-    );
-    api.seed(
-        "apis/lvm.topolvm.io/v1alpha1/lvmvolumegroups",
-        json!({"apiVersion": "lvm.topolvm.io/v1alpha1", "kind": "LVMVolumeGroup",
-        "metadata": {"name": "vg2", "namespace": NS},
-        "spec": {"deviceSelector": {"paths": ["/dev/vdb"]}}}),
-    );
-
-    let dir = PathBuf::from(format!("/run/lvms-csi-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (node_sock, ctrl_sock) = (dir.join("node.sock"), dir.join("controller.sock"));
+    let (node_sock, ctrl_sock) = sockets("csi-e2e");
+    let dir = node_sock.parent().unwrap().to_path_buf();
     let runner = Arc::new(Exec::new(Mode::Direct));
-    let opts = vg_manager::run::Options {
-        node: "node-a".into(),
-        namespace: NS.into(),
-        metrics_addr: "127.0.0.1:0".into(),
-        resync: Duration::from_secs(2),
-        mode: Mode::Direct,
-        orphan_grace: Duration::from_secs(1),
-        csi_socket: Some(node_sock.clone()),
-    };
-    let agent = start_agent(api.client(), opts, runner.clone());
-    let controller = tokio::spawn(csi::controller::serve(
-        api.client(),
-        NS,
-        ctrl_sock.clone(),
-        std::future::pending(),
-    ));
+    // A short resync and grace, so the orphan below is collected within the test.
+    let agent = support::start_agent(
+        &api,
+        &node_sock,
+        runner.clone(),
+        Duration::from_secs(2),
+        Duration::from_secs(1),
+    );
+    let controller = support::start_controller(&api, &ctrl_sock);
     let pool_capacity = eventually("the thin pool's capacity annotation", 180, || {
         capacity(&api, "vg1")
     })
@@ -228,7 +132,7 @@ async fn csi_end_to_end_on_real_lvm() {
     let lvm = Lvm::new(runner.clone());
 
     // Provision xfs on the default class (no class parameter), write, unpublish, republish.
-    let mut req = create("pvc-xfs", "vg1", 300 * MIB, Some("xfs"));
+    let mut req = create_request("pvc-xfs", "vg1", 300 * MIB, Some("xfs"));
     req.parameters.clear();
     let v = ctrl
         .create_volume(req)
@@ -331,7 +235,7 @@ async fn csi_end_to_end_on_real_lvm() {
         .unwrap();
     assert!(s.ready_to_use);
     std::fs::write(b.join("data"), "changed after the snapshot").unwrap();
-    let mut req = create("pvc-restore", "vg1", 600 * MIB, Some("xfs"));
+    let mut req = create_request("pvc-restore", "vg1", 600 * MIB, Some("xfs"));
     req.volume_content_source = Some(pb::VolumeContentSource {
         r#type: Some(pb::volume_content_source::Type::Snapshot(
             pb::volume_content_source::SnapshotSource {
@@ -354,7 +258,7 @@ async fn csi_end_to_end_on_real_lvm() {
     );
 
     // Clone the live volume: today's data.
-    let mut req = create("pvc-clone", "vg1", 600 * MIB, Some("xfs"));
+    let mut req = create_request("pvc-clone", "vg1", 600 * MIB, Some("xfs"));
     req.volume_content_source = Some(pb::VolumeContentSource {
         r#type: Some(pb::volume_content_source::Type::Volume(
             pb::volume_content_source::VolumeSource {
@@ -380,7 +284,7 @@ async fn csi_end_to_end_on_real_lvm() {
 
     // ext4 on the thin class.
     let x = ctrl
-        .create_volume(create("pvc-ext4", "vg1", 64 * MIB, Some("ext4")))
+        .create_volume(create_request("pvc-ext4", "vg1", 64 * MIB, Some("ext4")))
         .await
         .unwrap()
         .into_inner()
@@ -392,7 +296,7 @@ async fn csi_end_to_end_on_real_lvm() {
 
     // A block volume on the thick class: bytes written through the target are on the LV.
     let blk = ctrl
-        .create_volume(create("pvc-block", "vg2", 16 * MIB, None))
+        .create_volume(create_request("pvc-block", "vg2", 16 * MIB, None))
         .await
         .unwrap()
         .into_inner()
