@@ -239,3 +239,53 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_take_both_forms_and_refuse_strangers() {
+        let f = flags(
+            &args(&[
+                "--csi-socket=/run/a.sock",
+                "--resync",
+                "30s",
+                "--host-namespace",
+            ]),
+            &["--csi-socket", "--resync"],
+            &["--host-namespace"],
+        )
+        .unwrap();
+        assert_eq!(f["--csi-socket"], "/run/a.sock");
+        assert!(f.contains_key("--host-namespace"));
+        assert_eq!(
+            seconds(&f, "--resync", 60).unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            seconds(&f, "--orphan-grace", 300).unwrap(),
+            Duration::from_secs(300)
+        );
+        assert!(
+            flags(&args(&["--resync"]), &["--resync"], &[])
+                .unwrap_err()
+                .contains("--resync needs a value")
+        );
+        assert!(
+            flags(&args(&["--nope"]), &["--resync"], &[])
+                .unwrap_err()
+                .contains("unknown argument --nope")
+        );
+        let f = flags(&args(&["--resync=soon"]), &["--resync"], &[]).unwrap();
+        assert!(
+            seconds(&f, "--resync", 60)
+                .unwrap_err()
+                .contains("--resync takes seconds")
+        );
+    }
+}
