@@ -36,6 +36,20 @@ async fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
+/// CreateVolume, which must succeed; the volume it returns.
+async fn provision(
+    ctrl: &mut ControllerClient<Channel>,
+    req: pb::CreateVolumeRequest,
+) -> pb::Volume {
+    let name = req.name.clone();
+    ctrl.create_volume(req)
+        .await
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"))
+        .into_inner()
+        .volume
+        .expect("a volume in the answer")
+}
+
 async fn publish(node: &mut NodeClient<Channel>, id: &str, target: &Path, fs: Option<&str>) {
     node.node_publish_volume(pb::NodePublishVolumeRequest {
         volume_id: id.into(),
@@ -134,13 +148,7 @@ async fn csi_end_to_end_on_real_lvm() {
     // Provision xfs on the default class (no class parameter), write, unpublish, republish.
     let mut req = create_request("pvc-xfs", "vg1", 300 * MIB, Some("xfs"));
     req.parameters.clear();
-    let v = ctrl
-        .create_volume(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = provision(&mut ctrl, req).await;
     let lv = lvm
         .report()
         .unwrap()
@@ -243,13 +251,7 @@ async fn csi_end_to_end_on_real_lvm() {
             },
         )),
     });
-    let restored = ctrl
-        .create_volume(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let restored = provision(&mut ctrl, req).await;
     let c = dir.join("pods/c");
     publish(&mut node, &restored.volume_id, &c, Some("xfs")).await;
     assert_eq!(
@@ -268,13 +270,7 @@ async fn csi_end_to_end_on_real_lvm() {
     });
     // xfs keeps recent writes in its log until a sync: flush them so the clone sees them.
     std::process::Command::new("sync").status().unwrap();
-    let clone = ctrl
-        .create_volume(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let clone = provision(&mut ctrl, req).await;
     let d = dir.join("pods/d");
     publish(&mut node, &clone.volume_id, &d, Some("xfs")).await;
     assert_eq!(
@@ -283,25 +279,21 @@ async fn csi_end_to_end_on_real_lvm() {
     );
 
     // ext4 on the thin class.
-    let x = ctrl
-        .create_volume(create_request("pvc-ext4", "vg1", 64 * MIB, Some("ext4")))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let x = provision(
+        &mut ctrl,
+        create_request("pvc-ext4", "vg1", 64 * MIB, Some("ext4")),
+    )
+    .await;
     let f = dir.join("pods/f");
     publish(&mut node, &x.volume_id, &f, Some("ext4")).await;
     std::fs::write(f.join("data"), "ext4").unwrap();
 
     // A block volume on the thick class: bytes written through the target are on the LV.
-    let blk = ctrl
-        .create_volume(create_request("pvc-block", "vg2", 16 * MIB, None))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let blk = provision(
+        &mut ctrl,
+        create_request("pvc-block", "vg2", 16 * MIB, None),
+    )
+    .await;
     let g = dir.join("pods/g");
     publish(&mut node, &blk.volume_id, &g, None).await;
     {
