@@ -14,7 +14,7 @@ setup: ## Install what a fresh Debian bookworm machine lacks (run as root)
 build: ## Build every crate and binary
 	$(CARGO) build --workspace --all-targets --locked
 
-test: fmt-check lint crds-check ## Everything CI runs: format, lints, fresh CRDs, all tests including real LVM in a VM
+test: fmt-check lint crds-check manifests-check ## Everything CI runs: format, lints, fresh CRDs and manifests, all tests including real LVM in a VM
 	$(CARGO) test --workspace --locked
 
 test-unit: ## The test suites that need no VM (real-LVM tests are skipped)
@@ -40,6 +40,23 @@ crds: ## Regenerate crds/ from the API types
 crds-check: ## Fail when crds/ differs from what the API types generate
 	$(CARGO) run --quiet --locked -p crd-tools --bin crdgen -- --check crds
 
+.PHONY: manifests manifests-check bundle deploy undeploy
+
+manifests: ## Regenerate config/ (but config/samples), bundle/ and bundle.Dockerfile from the Rust sources
+	$(CARGO) run --quiet --locked -p lvms-operator --bin manifests -- .
+
+manifests-check: ## Fail when config/, bundle/ or bundle.Dockerfile differ from what the generator writes
+	$(CARGO) run --quiet --locked -p lvms-operator --bin manifests -- --check .
+
+bundle: manifests ## The OLM bundle (bundle/, bundle.Dockerfile); same as `make manifests`
+
+deploy: ## Install CRDs, RBAC and the operator into openshift-storage of the $KUBECONFIG cluster (kustomize)
+	kubectl apply --server-side -k config/default
+	@echo "now create an LVMCluster, e.g. kubectl apply -f config/samples/lvm_v1alpha1_lvmcluster.yaml"
+
+undeploy: ## Remove what `make deploy` installed (delete every LVMCluster first)
+	kubectl delete -k config/default --ignore-not-found
+
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
@@ -48,3 +65,18 @@ fmt-check:
 
 lint: ## Clippy over every target, warnings are errors
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+# Container images (images/*.Dockerfile, built from the repository root).
+CONTAINER_ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+IMAGE_TAG ?= v0.1.0
+IMG_OPERATOR ?= ghcr.io/lvms-rs/lvms-operator:$(IMAGE_TAG)
+IMG_VG_MANAGER ?= ghcr.io/lvms-rs/vg-manager:$(IMAGE_TAG)
+
+.PHONY: images
+images: ## Build the lvms-operator and vg-manager images with podman or docker (IMG_OPERATOR, IMG_VG_MANAGER)
+	@if [ -z "$(CONTAINER_ENGINE)" ]; then \
+		echo "make images: no container engine found; install podman or docker, or set CONTAINER_ENGINE=..." >&2; \
+		exit 1; \
+	fi
+	$(CONTAINER_ENGINE) build -f images/lvms-operator.Dockerfile -t $(IMG_OPERATOR) .
+	$(CONTAINER_ENGINE) build -f images/vg-manager.Dockerfile -t $(IMG_VG_MANAGER) .

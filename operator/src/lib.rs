@@ -3,6 +3,7 @@
 pub mod config;
 pub mod http;
 pub mod leader;
+pub mod manifests;
 pub mod metrics;
 pub use lvms_api::nodes;
 

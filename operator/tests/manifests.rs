@@ -1,0 +1,366 @@
+//! The checked-in install manifests (`config/`, `bundle/`, `bundle.Dockerfile`): fresh, equal to the
+//! sources of truth (RBAC tables, images, the Deployment), free of wildcards, and rendering with
+//! kustomize.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use k8s_openapi::api::apps::v1::DeploymentSpec;
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use lvms_operator::config::IMAGE_VARS;
+use lvms_operator::manifests;
+use lvms_operator::resources::rbac::{operator_cluster_rules, operator_namespace_rules};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .into()
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn yaml(rel: &str) -> Value {
+    serde_yaml::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn rules(v: &Value) -> Vec<PolicyRule> {
+    serde_json::from_value(v.clone()).expect("policy rules")
+}
+
+fn csv() -> Value {
+    yaml("bundle/manifests/lvms-operator.clusterserviceversion.yaml")
+}
+
+#[test]
+fn generated_files_are_fresh() {
+    let stale = manifests::sync(&root(), true).expect("generating");
+    assert!(
+        stale.is_empty(),
+        "stale generated files (run `make manifests`): {stale:?}"
+    );
+}
+
+#[test]
+fn rbac_equals_the_rule_tables() {
+    let cr = yaml("config/rbac/cluster_role.yaml");
+    assert_eq!(cr["kind"], "ClusterRole");
+    assert_eq!(rules(&cr["rules"]), operator_cluster_rules());
+    let role = yaml("config/rbac/role.yaml");
+    assert_eq!(role["kind"], "Role");
+    assert_eq!(rules(&role["rules"]), operator_namespace_rules());
+    for binding in ["cluster_role_binding", "role_binding"] {
+        let b = yaml(&format!("config/rbac/{binding}.yaml"));
+        assert_eq!(b["subjects"][0]["name"], manifests::NAME, "{binding}");
+        assert_eq!(b["roleRef"]["name"], manifests::NAME, "{binding}");
+    }
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// No `*` in any RBAC rule (or anywhere else) of config/ or bundle/. CRD files are skipped: their
+/// descriptions legitimately contain `*` (and they grant nothing).
+#[test]
+fn no_wildcards_in_config_or_bundle() {
+    let mut files = Vec::new();
+    files_under(&root().join("config"), &mut files);
+    files_under(&root().join("bundle"), &mut files);
+    let mut checked = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        if text.contains("kind: CustomResourceDefinition") {
+            continue;
+        }
+        checked += 1;
+        assert!(!text.contains('*'), "{} contains a `*`", f.display());
+    }
+    assert!(checked >= 10, "only {checked} files checked");
+}
+
+#[test]
+fn csv_owns_exactly_the_crds() {
+    let mut want: Vec<(String, String, String)> = manifests::crd_files(&root())
+        .unwrap()
+        .iter()
+        .map(|(f, text)| manifests::crd_identity(text).unwrap_or_else(|e| panic!("{f}: {e}")))
+        .collect();
+    assert_eq!(want.len(), 4);
+    let mut owned: Vec<(String, String, String)> =
+        csv()["spec"]["customresourcedefinitions"]["owned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                assert!(o["displayName"].as_str().is_some_and(|s| !s.is_empty()));
+                assert!(o["description"].as_str().is_some_and(|s| !s.is_empty()));
+                (
+                    o["name"].as_str().unwrap().into(),
+                    o["version"].as_str().unwrap().into(),
+                    o["kind"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+    want.sort();
+    owned.sort();
+    assert_eq!(owned, want);
+    for (file, text) in manifests::crd_files(&root()).unwrap() {
+        assert_eq!(read(&format!("bundle/manifests/{file}")), text);
+        assert_eq!(read(&format!("config/crd/bases/{file}")), text);
+    }
+}
+
+#[test]
+fn csv_permissions_equal_the_rule_tables() {
+    let spec = &csv()["spec"]["install"]["spec"];
+    assert_eq!(
+        rules(&spec["clusterPermissions"][0]["rules"]),
+        operator_cluster_rules()
+    );
+    assert_eq!(
+        rules(&spec["permissions"][0]["rules"]),
+        operator_namespace_rules()
+    );
+    assert_eq!(
+        spec["permissions"][0]["serviceAccountName"],
+        "lvms-operator"
+    );
+    assert_eq!(
+        spec["clusterPermissions"][0]["serviceAccountName"],
+        "lvms-operator"
+    );
+}
+
+#[test]
+fn csv_deployment_equals_config_manager() {
+    let csv = csv();
+    let from_csv: DeploymentSpec =
+        serde_json::from_value(csv["spec"]["install"]["spec"]["deployments"][0]["spec"].clone())
+            .unwrap();
+    let from_config: DeploymentSpec =
+        serde_json::from_value(yaml("config/manager/deployment.yaml")["spec"].clone()).unwrap();
+    assert_eq!(from_csv, from_config);
+    assert_eq!(from_config, manifests::deployment_spec());
+    let pod = from_config.template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("lvms-operator"));
+    let c = &pod.containers[0];
+    let args = c.args.clone().unwrap();
+    assert!(args.contains(&"--leader-elect".to_string()), "{args:?}");
+    let sc = c.security_context.clone().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+    let env = c.env.clone().unwrap();
+    for (var, default) in IMAGE_VARS {
+        assert!(
+            env.iter()
+                .any(|e| e.name == var && e.value.as_deref() == Some(default)),
+            "{var} missing from the Deployment"
+        );
+    }
+    assert!(env.iter().any(|e| {
+        e.name == "POD_NAMESPACE"
+            && e.value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path
+                == "metadata.namespace"
+    }));
+    let install_modes = &csv["spec"]["installModes"];
+    for (mode, supported) in [
+        ("OwnNamespace", true),
+        ("SingleNamespace", true),
+        ("MultiNamespace", false),
+        ("AllNamespaces", false),
+    ] {
+        assert!(
+            install_modes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["type"] == mode && m["supported"] == supported),
+            "{mode}"
+        );
+    }
+}
+
+#[test]
+fn csv_related_images_hold_every_image() {
+    let csv = csv();
+    let related: Vec<&str> = csv["spec"]["relatedImages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["image"].as_str().unwrap())
+        .collect();
+    for (var, default) in IMAGE_VARS {
+        assert!(
+            related.contains(&default),
+            "{var} default {default} missing"
+        );
+    }
+    assert!(related.contains(&manifests::operator_image().as_str()));
+}
+
+#[test]
+fn alm_examples_are_the_samples() {
+    let csv = csv();
+    let examples: Value = serde_json::from_str(
+        csv["metadata"]["annotations"]["alm-examples"]
+            .as_str()
+            .unwrap(),
+    )
+    .expect("alm-examples is JSON");
+    let samples = manifests::samples(&root()).unwrap();
+    assert!(samples.len() >= 5);
+    assert_eq!(examples, Value::Array(samples));
+}
+
+#[test]
+fn bundle_metadata_and_dockerfile_agree() {
+    let annotations = yaml("bundle/metadata/annotations.yaml");
+    let dockerfile = read("bundle.Dockerfile");
+    for (k, v) in manifests::bundle_annotations() {
+        assert_eq!(annotations["annotations"][k], v, "{k}");
+        assert!(dockerfile.contains(&format!("LABEL {k}={v}\n")), "{k}");
+    }
+    assert_eq!(
+        annotations["annotations"]["operators.operatorframework.io.bundle.mediatype.v1"],
+        "registry+v1"
+    );
+    assert!(dockerfile.contains("FROM scratch"));
+}
+
+#[test]
+fn alerts_cover_vg_thin_data_and_metadata_at_both_levels() {
+    let rule = yaml("config/prometheus/prometheus_rule.yaml");
+    let alerts = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    for metric in [
+        "topolvm_volumegroup_available_bytes",
+        "topolvm_thinpool_data_percent",
+        "topolvm_thinpool_metadata_percent",
+    ] {
+        for (severity, threshold) in [("warning", "> 75"), ("critical", "> 85")] {
+            assert!(
+                alerts.iter().any(|a| a["expr"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(metric) && e.ends_with(threshold))
+                    && a["labels"]["severity"] == severity
+                    && a["for"] == "5m"
+                    && a["annotations"]["summary"].is_string()
+                    && a["annotations"]["description"].is_string()),
+                "{metric} {severity}"
+            );
+        }
+    }
+}
+
+#[test]
+fn kustomize_renders_the_default_install() {
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(root().join("config/default"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("kubectl with kustomize is required to test config/ (the machine image ships it): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "kubectl kustomize config/default: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let count = |kind: &str| docs.iter().filter(|d| d["kind"] == kind).count();
+    assert_eq!(count("CustomResourceDefinition"), 4);
+    assert_eq!(count("Namespace"), 1);
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+    ] {
+        assert_eq!(count(kind), 1, "{kind}");
+    }
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    assert_eq!(deployment["metadata"]["name"], "lvms-operator");
+    assert_eq!(deployment["metadata"]["namespace"], "openshift-storage");
+    let cr = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    assert_eq!(rules(&cr["rules"]), operator_cluster_rules());
+}
+
+#[test]
+fn kustomize_renders_the_prometheus_overlay() {
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(root().join("config/prometheus"))
+        .output()
+        .expect("kubectl with kustomize is required to test config/");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("kind: ServiceMonitor") && text.contains("kind: PrometheusRule"));
+}
+
+#[test]
+fn vg_manager_metrics_are_scraped_where_the_agents_serve_them() {
+    use lvms_operator::resources::vg_manager::daemon_set;
+    // The alerts read topolvm_* gauges, which only the node agents serve.
+    let cluster: lvms_api::LVMCluster = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("config/samples/lvm_v1alpha1_lvmcluster.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let ds = daemon_set(&cluster, &lvms_operator::config::Config::default());
+    let pod = ds.spec.unwrap().template;
+    let pod_labels = pod.metadata.unwrap().labels.unwrap();
+    let service = yaml("config/prometheus/vg_manager_service.yaml");
+    for (k, v) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(
+            pod_labels.get(k).map(String::as_str),
+            v.as_str(),
+            "selector {k} must match the vg-manager pods"
+        );
+    }
+    let agent = &pod.spec.unwrap().containers[0];
+    let port = agent
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|p| p.name.as_deref() == Some("http-metrics"))
+        .expect("the agent names its metrics port");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http-metrics");
+    assert_eq!(service["spec"]["ports"][0]["port"], port.container_port);
+    let monitor = yaml("config/prometheus/vg_manager_service_monitor.yaml");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "http-metrics");
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &service["metadata"]["labels"][k], v,
+            "the monitor selects the service"
+        );
+    }
+}

@@ -1,0 +1,700 @@
+//! The end-to-end suite against a real cluster: `LVMS_E2E=1 cargo test -p e2e -- --test-threads=1`
+//! with KUBECONFIG set (see the crate docs for the optional variables). Without them every test
+//! prints why it is skipped and passes.
+//!
+//! Each test installs the suite's LVMCluster if it is missing (and waits until it is Ready),
+//! deletes what it creates, and bounds every wait. Tests run in name order with one thread; the
+//! LVMCluster deletion test is named `zz_...` so it runs last and leaves the cluster clean.
+
+use std::collections::BTreeMap;
+
+use e2e::*;
+use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use lvms_api::names::{CSI_DRIVER_NAME, DEVICE_CLASS_PARAMETER, FSTYPE_PARAMETER};
+use lvms_api::{LVMCluster, LVMVolumeGroup, LogicalVolume};
+use serde_json::json;
+
+macro_rules! env_or_skip {
+    ($test:expr) => {
+        match Env::get($test).await {
+            Some(e) => e,
+            None => return,
+        }
+    };
+}
+
+fn expect_cluster(r: Res<LVMCluster>) -> LVMCluster {
+    r.unwrap_or_else(|e| panic!("the suite's LVMCluster is not usable: {e}"))
+}
+
+#[tokio::test]
+async fn lvmcluster_becomes_ready() {
+    let env = env_or_skip!("lvmcluster_becomes_ready");
+    let c = expect_cluster(env.ensure_cluster().await);
+    let st = c.status.clone().unwrap_or_default();
+    assert!(st.ready, "state Ready but status.ready false: {st:?}");
+    for t in ["ResourcesAvailable", "VolumeGroupsReady"] {
+        let cond = st.conditions.iter().find(|c| c.type_ == t);
+        assert_eq!(
+            cond.map(|c| c.status.as_str()),
+            Some("True"),
+            "condition {t}: {cond:?}"
+        );
+    }
+    let want: Vec<String> = env.classes().into_iter().map(|c| c.name).collect();
+    let mut got: Vec<String> = st
+        .device_class_statuses
+        .iter()
+        .map(|d| d.name.clone())
+        .collect();
+    got.sort();
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    assert_eq!(got, want_sorted, "deviceClassStatuses");
+    for d in &st.device_class_statuses {
+        assert!(
+            !d.node_status.is_empty(),
+            "class {} reports no node",
+            d.name
+        );
+    }
+    // One LVMVolumeGroup per class, the CSI driver and the agent.
+    let vgs: Api<LVMVolumeGroup> = env.api();
+    for class in &want {
+        assert!(
+            vgs.get_opt(class).await.unwrap().is_some(),
+            "LVMVolumeGroup {class} missing"
+        );
+    }
+    let drivers: Api<CSIDriver> = Api::all(env.client.clone());
+    let d = drivers
+        .get(CSI_DRIVER_NAME)
+        .await
+        .expect("CSIDriver topolvm.io");
+    let spec = d.spec;
+    assert_eq!(spec.attach_required, Some(false));
+    assert_eq!(spec.pod_info_on_mount, Some(true));
+    assert_eq!(spec.storage_capacity, Some(true));
+}
+
+#[tokio::test]
+async fn storage_classes_follow_the_contract() {
+    let env = env_or_skip!("storage_classes_follow_the_contract");
+    expect_cluster(env.ensure_cluster().await);
+    let scs: Api<StorageClass> = Api::all(env.client.clone());
+    for class in env.classes() {
+        let name = storage_class_name(&class.name);
+        let sc = scs
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("StorageClass {name} missing"));
+        assert_eq!(sc.provisioner, CSI_DRIVER_NAME, "{name}");
+        assert_eq!(sc.allow_volume_expansion, Some(true), "{name}");
+        let params = sc.parameters.clone().unwrap_or_default();
+        assert_eq!(
+            params.get(DEVICE_CLASS_PARAMETER),
+            Some(&class.name),
+            "{name}: {params:?}"
+        );
+        assert_eq!(
+            params.get(FSTYPE_PARAMETER).map(String::as_str),
+            Some(class.fstype.as_str()),
+            "{name}: {params:?}"
+        );
+        assert_eq!(
+            sc.reclaim_policy.as_deref(),
+            Some(class.storage_class_options.reclaim_policy.as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            sc.volume_binding_mode.as_deref(),
+            Some(class.storage_class_options.volume_binding_mode.as_str()),
+            "{name}"
+        );
+        if !class.default {
+            let ann = sc.annotations();
+            assert_ne!(
+                ann.get("storageclass.kubernetes.io/is-default-class")
+                    .map(String::as_str),
+                Some("true"),
+                "{name} is not the default class"
+            );
+        }
+    }
+    // Thin classes get a VolumeSnapshotClass when the snapshot API exists; thick ones never.
+    if env.snapshot_crds().await {
+        let ar = kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(
+                "snapshot.storage.k8s.io",
+                "v1",
+                "VolumeSnapshotClass",
+            ),
+            "volumesnapshotclasses",
+        );
+        let vscs: Api<DynamicObject> = Api::all_with(env.client.clone(), &ar);
+        for class in env.classes() {
+            let name = storage_class_name(&class.name);
+            let vsc = vscs.get_opt(&name).await.unwrap();
+            if class.thin_pool_config.is_some() {
+                let vsc = vsc.unwrap_or_else(|| panic!("VolumeSnapshotClass {name} missing"));
+                assert_eq!(vsc.data["driver"], CSI_DRIVER_NAME);
+                assert_eq!(vsc.data["deletionPolicy"], "Delete");
+            } else {
+                assert!(
+                    vsc.is_none(),
+                    "thick class {name} has a VolumeSnapshotClass"
+                );
+            }
+        }
+    } else {
+        println!("no snapshot.storage.k8s.io/v1: VolumeSnapshotClasses not checked");
+    }
+}
+
+/// Writes to a new volume of `class` from one pod, reads it back from a second.
+async fn write_then_read(env: &Env, cleanup: &mut Cleanup, class: &str, block: bool) -> Res<()> {
+    let claim = unique("pvc");
+    let sc = storage_class_name(class);
+    cleanup
+        .create(env, pvc(&claim, &env.namespace, &sc, "1Gi", block, None))
+        .await?;
+    let content = format!("lvms-e2e {class} {}", unique("data"));
+    env.run_pod(
+        cleanup,
+        &unique("writer"),
+        &claim,
+        block,
+        &write_script(block, &content),
+    )
+    .await?;
+    let p = env.wait_bound(&claim).await?;
+    let size = p
+        .status
+        .and_then(|s| s.capacity)
+        .and_then(|c| c.get("storage").cloned());
+    if size.is_none() {
+        return Err(format!("bound PVC {claim} reports no capacity"));
+    }
+    let out = env
+        .run_pod(
+            cleanup,
+            &unique("reader"),
+            &claim,
+            block,
+            &read_script(block, content.len()),
+        )
+        .await?;
+    if out.trim_end() != content {
+        return Err(format!(
+            "read back {out:?} from {claim} ({class}), wrote {content:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn filesystem_volume_thin_xfs() {
+    let env = env_or_skip!("filesystem_volume_thin_xfs");
+    expect_cluster(env.ensure_cluster().await);
+    run_test(&env, async |env, c| {
+        write_then_read(env, c, CLASS_THIN_XFS, false).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn filesystem_volume_thin_ext4() {
+    let env = env_or_skip!("filesystem_volume_thin_ext4");
+    if !env.has_class("filesystem_volume_thin_ext4", CLASS_THIN_EXT4) {
+        return;
+    }
+    expect_cluster(env.ensure_cluster().await);
+    run_test(&env, async |env, c| {
+        write_then_read(env, c, CLASS_THIN_EXT4, false).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn filesystem_volume_thick() {
+    let env = env_or_skip!("filesystem_volume_thick");
+    if !env.has_class("filesystem_volume_thick", CLASS_THICK) {
+        return;
+    }
+    expect_cluster(env.ensure_cluster().await);
+    run_test(&env, async |env, c| {
+        write_then_read(env, c, CLASS_THICK, false).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn block_volume() {
+    let env = env_or_skip!("block_volume");
+    expect_cluster(env.ensure_cluster().await);
+    run_test(&env, async |env, c| {
+        write_then_read(env, c, CLASS_THIN_XFS, true).await
+    })
+    .await;
+}
+
+/// A source PVC holding `content`, written by a pod that is gone again.
+async fn source_volume(env: &Env, cleanup: &mut Cleanup, content: &str) -> Res<String> {
+    let claim = unique("src");
+    let sc = storage_class_name(CLASS_THIN_XFS);
+    cleanup
+        .create(env, pvc(&claim, &env.namespace, &sc, "1Gi", false, None))
+        .await?;
+    env.run_pod(
+        cleanup,
+        &unique("writer"),
+        &claim,
+        false,
+        &write_script(false, content),
+    )
+    .await?;
+    env.wait_bound(&claim).await?;
+    Ok(claim)
+}
+
+/// Reads a volume made from `source` (a clone or a restore) and compares with `content`.
+async fn read_copy(
+    env: &Env,
+    cleanup: &mut Cleanup,
+    source: k8s_openapi::api::core::v1::TypedLocalObjectReference,
+    source_claim: &str,
+    content: &str,
+) -> Res<()> {
+    // The copy is a thin snapshot on the source's node: its first consumer must run there.
+    let node = env.volume_node(source_claim).await?;
+    let copy = unique("copy");
+    let sc = storage_class_name(CLASS_THIN_XFS);
+    cleanup
+        .create(
+            env,
+            pvc(&copy, &env.namespace, &sc, "1Gi", false, Some(source)),
+        )
+        .await?;
+    let out = env
+        .run_pod_on(
+            cleanup,
+            &unique("reader"),
+            &copy,
+            false,
+            &read_script(false, content.len()),
+            Some(&node),
+        )
+        .await?;
+    if out.trim_end() != content {
+        return Err(format!(
+            "the copy {copy} holds {out:?}, expected {content:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn snapshot_and_restore() {
+    let env = env_or_skip!("snapshot_and_restore");
+    if !env.snapshot_crds().await {
+        println!(
+            "skipping e2e test snapshot_and_restore: the cluster does not serve \
+             snapshot.storage.k8s.io/v1 VolumeSnapshots (install the external-snapshotter CRDs)"
+        );
+        return;
+    }
+    expect_cluster(env.ensure_cluster().await);
+    run_test(&env, async |env, c| {
+        let content = format!("snapshot {}", unique("data"));
+        let src = source_volume(env, c, &content).await?;
+        let snap = unique("snap");
+        c.create_snapshot(
+            env,
+            volume_snapshot(
+                &snap,
+                &env.namespace,
+                &storage_class_name(CLASS_THIN_XFS),
+                &src,
+            ),
+        )
+        .await?;
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            env.client.clone(),
+            &env.namespace,
+            &volume_snapshot_resource(),
+        );
+        wait(
+            &format!("VolumeSnapshot {snap} readyToUse"),
+            OBJECT_TIMEOUT,
+            || async {
+                let o = api.get(&snap).await.map_err(s)?;
+                if snapshot_ready(&o) {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("status {}", o.data["status"]))
+                }
+            },
+        )
+        .await?;
+        read_copy(env, c, snapshot_source(&snap), &src, &content).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn clone_volume() {
+    let env = env_or_skip!("clone_volume");
+    expect_cluster(env.ensure_cluster().await);
+    run_test(&env, async |env, c| {
+        let content = format!("clone {}", unique("data"));
+        let src = source_volume(env, c, &content).await?;
+        read_copy(env, c, pvc_source(&src), &src, &content).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn online_expansion() {
+    let env = env_or_skip!("online_expansion");
+    expect_cluster(env.ensure_cluster().await);
+    run_test(&env, async |env, c| {
+        let claim = unique("grow");
+        let sc = storage_class_name(CLASS_THIN_XFS);
+        c.create(env, pvc(&claim, &env.namespace, &sc, "1Gi", false, None))
+            .await?;
+        let pod_name = unique("df");
+        c.create(
+            env,
+            pod(
+                &pod_name,
+                &env.namespace,
+                &env.image,
+                &claim,
+                false,
+                &df_loop_script(),
+            ),
+        )
+        .await?;
+        env.wait_pod_phase(&pod_name, "Running").await?;
+        env.wait_bound(&claim).await?;
+        let before = wait("a df line", OBJECT_TIMEOUT, || async {
+            Ok(df_total_kib(&env.logs(&pod_name).await?))
+        })
+        .await?;
+        let pvcs: Api<PersistentVolumeClaim> = env.api();
+        pvcs.patch(
+            &claim,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}})),
+        )
+        .await
+        .map_err(|e| format!("expanding {claim}: {e}"))?;
+        let two_gi = Quantity("2Gi".into());
+        wait(
+            &format!("PVC {claim} status.capacity 2Gi"),
+            OBJECT_TIMEOUT,
+            || async {
+                let p = pvcs.get(&claim).await.map_err(s)?;
+                let cap = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.capacity.as_ref())
+                    .and_then(|c| c.get("storage").cloned());
+                let bytes = cap.as_ref().and_then(|q| lvms_api::quantity_bytes(&q.0));
+                let want = lvms_api::quantity_bytes(&two_gi.0).unwrap_or(u64::MAX);
+                if bytes.is_some_and(|b| b >= want) {
+                    Ok(Some(()))
+                } else {
+                    Err(format!(
+                        "capacity {cap:?}, conditions {:?}",
+                        p.status.as_ref().and_then(|s| s.conditions.clone())
+                    ))
+                }
+            },
+        )
+        .await?;
+        // The mounted filesystem grows while the pod runs.
+        wait("the mounted filesystem to grow", OBJECT_TIMEOUT, || async {
+            let now = df_total_kib(&env.logs(&pod_name).await?).unwrap_or_default();
+            if now > before + 512 * 1024 {
+                Ok(Some(()))
+            } else {
+                Err(format!("df says {now} KiB, was {before} KiB"))
+            }
+        })
+        .await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn storage_class_options_retain_and_immediate() {
+    let env = env_or_skip!("storage_class_options_retain_and_immediate");
+    if !env.has_class("storage_class_options_retain_and_immediate", CLASS_OPTIONS) {
+        return;
+    }
+    expect_cluster(env.ensure_cluster().await);
+    run_test(&env, async |env, c| {
+        let claim = unique("retain");
+        let sc = storage_class_name(CLASS_OPTIONS);
+        c.create(env, pvc(&claim, &env.namespace, &sc, "1Gi", false, None))
+            .await?;
+        // Immediate: bound without any pod.
+        let bound = env.wait_bound(&claim).await?;
+        let pv_name = bound
+            .spec
+            .and_then(|s| s.volume_name)
+            .ok_or_else(|| format!("bound PVC {claim} names no volume"))?;
+        let pvs: Api<PersistentVolume> = Api::all(env.client.clone());
+        let pv = pvs.get(&pv_name).await.map_err(s)?;
+        let handle = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.csi.as_ref())
+            .map(|c| c.volume_handle.clone())
+            .ok_or_else(|| format!("PV {pv_name} is not a CSI volume"))?;
+        // Retain: the PV outlives its claim (and so does the LV, until its LogicalVolume goes).
+        let lvs: Api<LogicalVolume> = Api::all(env.client.clone());
+        let lv = lvs
+            .list(&ListParams::default())
+            .await
+            .map_err(s)?
+            .items
+            .into_iter()
+            .find(|l| l.status.as_ref().is_some_and(|s| s.volume_id == handle))
+            .ok_or_else(|| format!("no LogicalVolume has volumeID {handle}"))?;
+        c.track("LogicalVolume", &lv.name_any());
+        c.track("PersistentVolume", &pv_name);
+        let pvcs: Api<PersistentVolumeClaim> = env.api();
+        delete_and_wait(&pvcs, &claim, OBJECT_TIMEOUT).await?;
+        wait(
+            &format!("PV {pv_name} to be Released and kept"),
+            OBJECT_TIMEOUT,
+            || async {
+                let pv = pvs
+                    .get_opt(&pv_name)
+                    .await
+                    .map_err(s)?
+                    .ok_or_else(|| format!("PV {pv_name} was deleted despite Retain"))?;
+                let phase = pv.status.and_then(|s| s.phase);
+                if phase.as_deref() == Some("Released") {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("phase {phase:?}"))
+                }
+            },
+        )
+        .await?;
+        if lvs.get_opt(&lv.name_any()).await.map_err(s)?.is_none() {
+            return Err(format!(
+                "LogicalVolume {} was removed despite Retain",
+                lv.name_any()
+            ));
+        }
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn removing_a_device_class_removes_its_storage_class() {
+    let test = "removing_a_device_class_removes_its_storage_class";
+    let env = env_or_skip!(test);
+    let classes = env.classes();
+    if classes.len() < 2 {
+        println!(
+            "skipping e2e test {test}: needs two device classes (LVMS_E2E_DEVICES with two disks); \
+             the last class cannot be removed"
+        );
+        return;
+    }
+    expect_cluster(env.ensure_cluster().await);
+    let removed = classes
+        .iter()
+        .rev()
+        .find(|c| !c.default)
+        .cloned()
+        .expect("a non-default class");
+    let clusters = env.clusters();
+    let set_classes = async |cs: Vec<lvms_api::DeviceClass>| -> Res<()> {
+        let mut c = clusters.get(CLUSTER_NAME).await.map_err(s)?;
+        c.spec.storage.device_classes = cs;
+        c.metadata.managed_fields = None;
+        clusters
+            .replace(CLUSTER_NAME, &PostParams::default(), &c)
+            .await
+            .map(drop)
+            .map_err(|e| format!("updating LVMCluster {CLUSTER_NAME}: {e}"))
+    };
+    let remaining: Vec<_> = classes
+        .iter()
+        .filter(|c| c.name != removed.name)
+        .cloned()
+        .collect();
+    let result: Res<()> = async {
+        set_classes(remaining).await?;
+        let scs: Api<StorageClass> = Api::all(env.client.clone());
+        wait_gone(&scs, &storage_class_name(&removed.name), OBJECT_TIMEOUT).await?;
+        let vgs: Api<LVMVolumeGroup> = env.api();
+        // The volume group is torn down on every node before the LVMVolumeGroup goes.
+        wait_gone(&vgs, &removed.name, CLUSTER_READY_TIMEOUT).await?;
+        Ok(())
+    }
+    .await;
+    // Put the class back (its disk is free again once the VG is gone) and wait for Ready.
+    let restored: Res<()> = async {
+        let scs: Api<StorageClass> = Api::all(env.client.clone());
+        let current = clusters.get(CLUSTER_NAME).await.map_err(s)?;
+        if !current
+            .spec
+            .storage
+            .device_classes
+            .iter()
+            .any(|c| c.name == removed.name)
+        {
+            set_classes(classes.clone()).await?;
+        }
+        let name = storage_class_name(&removed.name);
+        wait(
+            &format!("StorageClass {name} back"),
+            OBJECT_TIMEOUT,
+            || async { Ok(scs.get_opt(&name).await.map_err(s)?.map(drop)) },
+        )
+        .await?;
+        env.wait_cluster_ready().await.map(drop)
+    }
+    .await;
+    result.unwrap();
+    restored.unwrap_or_else(|e| panic!("restoring class {}: {e}", removed.name));
+}
+
+/// Last (name order): deleting the LVMCluster waits for the PVCs on its classes, then completes
+/// and removes the StorageClasses.
+#[tokio::test]
+async fn zz_lvmcluster_deletion_waits_for_pvcs() {
+    let env = env_or_skip!("zz_lvmcluster_deletion_waits_for_pvcs");
+    expect_cluster(env.ensure_cluster().await);
+    let clusters = env.clusters();
+    let pvcs: Api<PersistentVolumeClaim> = env.api();
+    let claim = unique("blocker");
+    // A claim is enough to block, bound or not (WaitForFirstConsumer leaves it Pending).
+    pvcs.create(
+        &PostParams::default(),
+        &pvc(
+            &claim,
+            &env.namespace,
+            &storage_class_name(CLASS_THIN_XFS),
+            "1Gi",
+            false,
+            None,
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("creating PVC {claim}: {e}"));
+    let blocked: Res<()> = async {
+        clusters
+            .delete(CLUSTER_NAME, &DeleteParams::default())
+            .await
+            .map_err(|e| format!("deleting LVMCluster: {e}"))?;
+        let events: Api<Event> = env.api();
+        wait(
+            "a DeletionBlocked Event or condition naming the PVC",
+            OBJECT_TIMEOUT,
+            || async {
+                let c = clusters
+                    .get_opt(CLUSTER_NAME)
+                    .await
+                    .map_err(s)?
+                    .ok_or("the LVMCluster is gone although a PVC uses its class")?;
+                let in_condition = c
+                    .status
+                    .as_ref()
+                    .is_some_and(|st| st.conditions.iter().any(|k| k.message.contains(&claim)));
+                let in_event = events
+                    .list(
+                        &ListParams::default()
+                            .fields(&format!("involvedObject.name={CLUSTER_NAME}")),
+                    )
+                    .await
+                    .map_err(s)?
+                    .items
+                    .iter()
+                    .any(|e| {
+                        e.reason.as_deref() == Some("DeletionBlocked")
+                            && e.message.as_deref().is_some_and(|m| m.contains(&claim))
+                    });
+                if in_condition || in_event {
+                    Ok(Some(()))
+                } else {
+                    Err(format!(
+                        "finalizers {:?}, conditions {:?}",
+                        c.finalizers(),
+                        c.status.as_ref().map(|s| &s.conditions)
+                    ))
+                }
+            },
+        )
+        .await?;
+        let c = clusters.get(CLUSTER_NAME).await.map_err(s)?;
+        if c.metadata.deletion_timestamp.is_none() {
+            return Err("the LVMCluster is not marked for deletion".into());
+        }
+        Ok(())
+    }
+    .await;
+    // Whatever happened: the PVC goes, then the deletion must complete.
+    let released = delete_and_wait(&pvcs, &claim, OBJECT_TIMEOUT).await;
+    let finished: Res<()> = async {
+        released?;
+        // Other PVCs on lvms classes (left by an interrupted run: `kubectl delete pvc -l
+        // app.kubernetes.io/part-of=lvms-e2e`) keep blocking; the conditions name them.
+        wait(
+            &format!("LVMCluster {CLUSTER_NAME} to be deleted"),
+            CLUSTER_READY_TIMEOUT,
+            || async {
+                match clusters.get_opt(CLUSTER_NAME).await.map_err(s)? {
+                    None => Ok(Some(())),
+                    Some(c) => Err(format!(
+                        "still there, finalizers {:?}, conditions {:?}",
+                        c.finalizers(),
+                        c.status.as_ref().map(|s| s
+                            .conditions
+                            .iter()
+                            .map(|k| k.message.as_str())
+                            .collect::<Vec<_>>())
+                    )),
+                }
+            },
+        )
+        .await?;
+        let scs: Api<StorageClass> = Api::all(env.client.clone());
+        let left: BTreeMap<String, ()> = scs
+            .list(&ListParams::default())
+            .await
+            .map_err(s)?
+            .items
+            .iter()
+            .filter(|sc| {
+                env.classes()
+                    .iter()
+                    .any(|c| storage_class_name(&c.name) == sc.name_any())
+            })
+            .map(|sc| (sc.name_any(), ()))
+            .collect();
+        if !left.is_empty() {
+            return Err(format!(
+                "StorageClasses left after deletion: {:?}",
+                left.keys()
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    blocked.unwrap();
+    finished.unwrap();
+}
