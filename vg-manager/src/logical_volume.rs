@@ -77,11 +77,7 @@ pub fn decide(
     let name = lv.uid().unwrap_or_default();
     let existing = report.lv(vg, &name);
     if lv.metadata.deletion_timestamp.is_some() {
-        return if lv
-            .finalizers()
-            .iter()
-            .any(|f| f == LOGICAL_VOLUME_FINALIZER)
-        {
+        return if has_finalizer(lv) {
             Action::Remove
         } else {
             Action::None

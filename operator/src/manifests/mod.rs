@@ -9,9 +9,9 @@ use std::path::Path;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, Namespace, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
+    Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::config::IMAGE_VARS;
 use crate::resources::rbac::{operator_cluster_rules, operator_namespace_rules};
+use crate::resources::vg_manager::field_env;
 
 pub const NAME: &str = "lvms-operator";
 pub const NAMESPACE: &str = lvms_api::names::DEFAULT_NAMESPACE;
@@ -147,20 +148,6 @@ pub fn role_binding() -> RoleBinding {
             name: NAME.into(),
         },
         subjects: Some(vec![subject()]),
-    }
-}
-
-fn field_env(name: &str, path: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
     }
 }
 
