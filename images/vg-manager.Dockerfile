@@ -44,15 +44,14 @@ RUN apt-get update \
         coreutils \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/*
-# LVM inside a container: see the comments in images/lvm.conf. The DaemonSet mounts the host's
-# /etc/lvm over this directory (so a host's devices file is honoured); the file then only applies
-# when the image runs without that mount (`vg-manager discover`, out-of-cluster runs).
+# LVM inside a container. In the DaemonSet the host's /etc/lvm is mounted over this directory (a
+# host's devices file is honoured), with the host's /run/lvm, /run/lock/lvm, /run/udev and IPC
+# namespace, and vg-manager adds `--config` to every lvm command for what cannot be shared
+# (lvm/src/container.rs: no dmeventd; no udev when the host has no lvm2). This file applies when
+# the image runs without that mount (`vg-manager discover`, out-of-cluster runs).
+# No DM_DISABLE_UDEV: where the host's udevd has the device-mapper rules, lvm waits for it rather
+# than creating /dev nodes itself, which races the host's udevd (symlinks can vanish).
 COPY images/lvm.conf /etc/lvm/lvm.conf
-# What does survive the host's /etc/lvm: libdevmapper reads DM_DISABLE_UDEV and then neither
-# waits for udev (udev_sync=0) nor expects udev rules to create the /dev nodes (udev_rules=0).
-# Udev synchronisation uses SysV semaphores, which live in the IPC namespace: the host's udevd
-# would complete them in the host's namespace and an LVM command in the pod could wait forever.
-ENV DM_DISABLE_UDEV=1
 COPY --from=builder /out/vg-manager /usr/bin/vg-manager
 # No USER: the agent must run as root (the DaemonSet says runAsUser 0 and privileged); the
 # controller Deployment sets runAsUser 65532 and runAsNonRoot itself.

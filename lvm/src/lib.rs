@@ -3,6 +3,7 @@
 //! rules, and filesystem helpers. Nothing here talks to Kubernetes.
 
 pub mod commands;
+pub mod container;
 pub mod eligibility;
 pub mod error;
 pub mod fs;

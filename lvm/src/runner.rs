@@ -34,6 +34,8 @@ pub enum Mode {
 #[derive(Debug, Default)]
 pub struct Exec {
     mode: Mode,
+    /// `--config` given to every `lvm` command (see [`crate::container`]).
+    lvm_config: Option<String>,
     count: AtomicU64,
 }
 
@@ -41,8 +43,20 @@ impl Exec {
     pub fn new(mode: Mode) -> Self {
         Self {
             mode,
+            lvm_config: None,
             count: AtomicU64::new(0),
         }
+    }
+
+    /// Every `lvm <command>` also gets `--config <config>`, which overrides lvm.conf.
+    pub fn with_lvm_config(mut self, config: impl Into<String>) -> Self {
+        self.lvm_config = Some(config.into());
+        self
+    }
+
+    /// The `--config` string in effect, if any.
+    pub fn lvm_config(&self) -> Option<&str> {
+        self.lvm_config.as_deref()
     }
 
     /// Commands run so far.
@@ -61,7 +75,16 @@ impl Exec {
             .to_vec(),
         };
         argv.push(program.to_string());
-        argv.extend(args.iter().cloned());
+        match (&self.lvm_config, args.split_first()) {
+            // `--config` is an option of each LVM command, so it follows the command's name.
+            (Some(config), Some((command, rest))) if program == "lvm" => {
+                argv.push(command.clone());
+                argv.push("--config".into());
+                argv.push(config.clone());
+                argv.extend(rest.iter().cloned());
+            }
+            _ => argv.extend(args.iter().cloned()),
+        }
         argv
     }
 }
@@ -109,6 +132,28 @@ mod tests {
             argv.last().unwrap(),
             "vg/x; rm -rf /",
             "a user string stays one argument"
+        );
+    }
+
+    #[test]
+    fn lvm_config_follows_the_lvm_command_only() {
+        let e = Exec::new(Mode::Direct).with_lvm_config("activation{monitoring=0}");
+        let args = ["lvcreate".to_string(), "-n".into(), "x".into()];
+        assert_eq!(
+            e.argv("lvm", &args),
+            [
+                "lvm",
+                "lvcreate",
+                "--config",
+                "activation{monitoring=0}",
+                "-n",
+                "x"
+            ]
+        );
+        assert_eq!(e.argv("lsblk", &args[1..]), ["lsblk", "-n", "x"]);
+        assert_eq!(
+            Exec::new(Mode::Direct).argv("lvm", &args),
+            ["lvm", "lvcreate", "-n", "x"]
         );
     }
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::sync::Arc;
 
+use lvm::container::{HostFacts, overrides};
 use lvm::eligibility::{Context, Verdict, judge};
 use lvm::fs::{self, Filesystem};
 use lvm::{Exec, Layout, Lvm, Mode, Runner, ThinPoolSpec, lsblk};
@@ -226,6 +227,8 @@ fn operations_on_real_lvm() {
     lvm.pvremove(&d[2]).unwrap();
     assert!(lvm.report().unwrap().pv(&d[2]).is_none());
 
+    pod_overrides_on_real_lvm();
+
     // Bad input is refused before any command runs.
     let n = runner.invocations();
     assert!(matches!(
@@ -233,6 +236,61 @@ fn operations_on_real_lvm() {
         Err(lvm::Error::Invalid(_))
     ));
     assert_eq!(runner.invocations(), n);
+}
+
+/// The `--config` the agent adds in a pod (lvm::container), on real lvm with a udevd running:
+/// every setting in effect, and volumes activated both ways: waiting for udevd (the host has
+/// lvm2, so its udevd has the device-mapper rules) and creating /dev nodes without it.
+fn pod_overrides_on_real_lvm() {
+    for (host_lvm_conf, name) in [(true, "pod1"), (false, "pod2")] {
+        let config = overrides(HostFacts { host_lvm_conf });
+        let exec = Arc::new(Exec::new(Mode::Direct).with_lvm_config(config.clone()));
+        let shown = exec
+            .run(
+                "lvm",
+                &tags(&[
+                    "lvmconfig",
+                    "--type",
+                    "full",
+                    "activation/monitoring",
+                    "activation/udev_sync",
+                    "activation/udev_rules",
+                    "devices/obtain_device_list_from_udev",
+                ]),
+            )
+            .unwrap()
+            .stdout;
+        let on = |key: &str| shown.contains(&format!("{key}=1"));
+        assert!(!on("monitoring"), "{config}: {shown}");
+        // Debian's lvm.conf syncs with udev; the overrides turn that off only without it.
+        for key in ["udev_sync", "udev_rules"] {
+            assert_eq!(on(key), host_lvm_conf, "{config}: {shown}");
+        }
+        if !host_lvm_conf {
+            assert!(!on("obtain_device_list_from_udev"), "{config}: {shown}");
+        }
+
+        let lvm = Lvm::new(exec.clone());
+        lvm.create_thin_lv("vg1", "pool", name, 16 * MIB, &[])
+            .unwrap();
+        assert!(lvm.report().unwrap().lv("vg1", name).unwrap().is_active());
+        let dev = format!("/dev/vg1/{name}");
+        assert!(
+            std::fs::canonicalize(&dev).is_ok(),
+            "{config}: {dev} was not created"
+        );
+        if host_lvm_conf {
+            // lvcreate returned after udevd had processed the device: its database knows it.
+            let props = sh(&["udevadm", "info", "--query=property", &dev]);
+            assert!(props.contains(&format!("DM_NAME=vg1-{name}")), "{props}");
+        }
+        fs::mkfs(exec.as_ref(), Filesystem::Ext4, &dev).unwrap();
+        lvm.remove("vg1", name).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&dev).is_err(),
+            "{dev} left behind"
+        );
+    }
 }
 
 /// What the live devices and LVM say about every selected disk, for volume group vg1.

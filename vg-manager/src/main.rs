@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use lvm::{Exec, Lvm, Mode, Runner};
+use lvm::{Lvm, Mode, Runner};
 
 use vg_manager::discover;
 
@@ -46,7 +46,7 @@ fn discover(args: &[String]) -> Result<String, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    let runner = std::sync::Arc::new(Exec::new(mode));
+    let runner = std::sync::Arc::new(vg_manager::run::exec(mode));
     let devices = lvm::lsblk::list(runner.as_ref()).map_err(|e| e.to_string())?;
     // Without lvm2 (or its daemonless metadata) the rules still run; PVs are then unknown.
     let report = Lvm::new(runner.clone()).report().unwrap_or_else(|e| {

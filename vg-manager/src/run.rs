@@ -67,9 +67,26 @@ where
     });
 }
 
+/// The command runner for `mode`. In the agent's own namespaces (the image's lvm2 in a pod)
+/// every `lvm` command gets the overrides of [`lvm::container`], decided from this node's /etc/lvm.
+pub fn exec(mode: Mode) -> Exec {
+    match mode {
+        Mode::Direct => Exec::new(mode).with_lvm_config(lvm::container::overrides(
+            lvm::container::HostFacts::read(std::path::Path::new("/")),
+        )),
+        Mode::HostNamespace => Exec::new(mode),
+    }
+}
+
 /// The agent until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, opts: Options) -> Result<(), String> {
-    let runner = Arc::new(Exec::new(opts.mode));
+    let runner = Arc::new(exec(opts.mode));
+    if let Some(config) = runner.lvm_config() {
+        info!(
+            lvm_config = config,
+            "LVM settings overridden for the pod (lvm --config)"
+        );
+    }
     run_with(client, opts, runner, shutdown()).await
 }
 

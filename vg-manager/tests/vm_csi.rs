@@ -13,7 +13,7 @@ use api_double::ApiDouble;
 use csi::pb;
 use csi::pb::controller_client::ControllerClient;
 use csi::pb::node_client::NodeClient;
-use lvm::{Exec, Lvm, Mode};
+use lvm::{Lvm, Mode};
 use serde_json::json;
 use tonic::transport::Channel;
 use vm_test::Disk;
@@ -126,7 +126,9 @@ async fn csi_end_to_end_on_real_lvm() {
     );
     let (node_sock, ctrl_sock) = sockets("csi-e2e");
     let dir = node_sock.parent().unwrap().to_path_buf();
-    let runner = Arc::new(Exec::new(Mode::Direct));
+    // The runner `vg-manager run` builds: lvm with the pod overrides (lvm::container).
+    let runner = Arc::new(vg_manager::run::exec(Mode::Direct));
+    assert!(runner.lvm_config().is_some());
     // A short resync and grace, so the orphan below is collected within the test.
     let agent = support::start_agent(
         &api,

@@ -164,8 +164,10 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
             failure_threshold: Some(3),
             ..Default::default()
         }),
-        // LVM needs the host's devices, udev database, LVM locks and configuration (a host
-        // devices file in /etc/lvm must be honoured); mounting volumes into pods needs
+        // The image's lvm2 works on the host's devices with the host's udev database, VG locks
+        // (/run/lock/lvm: host and pod commands must exclude each other), lvm2 runtime state and
+        // configuration (a host devices file in /etc/lvm must be honoured); what cannot be
+        // shared is overridden per command (lvm::container). Mounting volumes into pods needs
         // privilege and Bidirectional propagation of the pods directory.
         security_context: Some(SecurityContext {
             privileged: Some(true),
@@ -177,6 +179,7 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
             mount("sys", "/sys", None),
             mount("run-udev", "/run/udev", None),
             mount("run-lvm", "/run/lvm", None),
+            mount("run-lock-lvm", "/run/lock/lvm", None),
             mount("etc-lvm", "/etc/lvm", None),
             mount("plugin-dir", CSI_SOCKET_DIR, None),
             mount(
@@ -220,6 +223,7 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
         host_path("sys", "/sys", "Directory"),
         host_path("run-udev", "/run/udev", "DirectoryOrCreate"),
         host_path("run-lvm", "/run/lvm", "DirectoryOrCreate"),
+        host_path("run-lock-lvm", "/run/lock/lvm", "DirectoryOrCreate"),
         host_path("etc-lvm", "/etc/lvm", "DirectoryOrCreate"),
         host_path("plugin-dir", &plugin_dir, "DirectoryOrCreate"),
         host_path(
@@ -248,6 +252,10 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
         tolerations: Some(tolerations(cluster)).filter(|t| !t.is_empty()),
         containers: vec![agent, registrar, liveness],
         volumes: Some(volumes),
+        // libdevmapper waits for the host's udevd through SysV semaphores ("udev cookies"),
+        // which belong to an IPC namespace: in the pod's own, the host's udevd would complete
+        // a different semaphore and an activating lvm command would wait forever.
+        host_ipc: Some(true),
         termination_grace_period_seconds: Some(30),
         ..Default::default()
     };
@@ -347,12 +355,14 @@ mod tests {
             agent.security_context.as_ref().unwrap().privileged,
             Some(true)
         );
+        assert_eq!(p.host_ipc, Some(true), "udev cookies are host semaphores");
         let mounts = agent.volume_mounts.as_ref().unwrap();
         for path in [
             "/dev",
             "/sys",
             "/run/udev",
             "/run/lvm",
+            "/run/lock/lvm",
             "/etc/lvm",
             "/run/topolvm",
         ] {
