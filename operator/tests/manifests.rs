@@ -183,7 +183,7 @@ fn csv_deployment_equals_config_manager() {
     let install_modes = &csv["spec"]["installModes"];
     for (mode, supported) in [
         ("OwnNamespace", true),
-        ("SingleNamespace", true),
+        ("SingleNamespace", false),
         ("MultiNamespace", false),
         ("AllNamespaces", false),
     ] {
@@ -228,6 +228,251 @@ fn alm_examples_are_the_samples() {
     let samples = manifests::samples(&root()).unwrap();
     assert!(samples.len() >= 5);
     assert_eq!(examples, Value::Array(samples));
+}
+
+fn is_semver(v: &str) -> bool {
+    let core = v.split(['-', '+']).next().unwrap();
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars().all(|c| c.is_ascii_digit())
+                && (p.len() == 1 || !p.starts_with('0'))
+        })
+}
+
+#[test]
+fn semver_check_rejects_what_olm_rejects() {
+    assert!(is_semver("0.1.0") && is_semver("1.28.0") && is_semver("4.18.0-rc.1"));
+    assert!(!is_semver("v0.1.0") && !is_semver("1.28") && !is_semver("01.0.0"));
+}
+
+/// What `operator-sdk bundle validate` (operator-framework/api's bundle, CSV and OperatorHub
+/// validators; a Go tool, not installable here) checks of a registry+v1 bundle, for this one.
+#[test]
+fn bundle_passes_the_olm_validators() {
+    let csv = csv();
+    let spec = &csv["spec"];
+    let annotations = yaml("bundle/metadata/annotations.yaml")["annotations"].clone();
+    let package = annotations["operators.operatorframework.io.bundle.package.v1"]
+        .as_str()
+        .unwrap();
+
+    // Name, version and Kubernetes version.
+    let version = spec["version"].as_str().unwrap();
+    assert!(is_semver(version), "spec.version {version}");
+    assert_eq!(csv["metadata"]["name"], format!("{package}.v{version}"));
+    assert!(is_semver(spec["minKubeVersion"].as_str().unwrap()));
+
+    // Channels: the default channel is one of them.
+    let channels: Vec<&str> = annotations["operators.operatorframework.io.bundle.channels.v1"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .collect();
+    let default = &annotations["operators.operatorframework.io.bundle.channel.default.v1"];
+    assert!(
+        channels.iter().any(|c| default == c),
+        "{default} not in {channels:?}"
+    );
+
+    // Install modes: each of the four exactly once, and at least one supported.
+    let modes = spec["installModes"].as_array().unwrap();
+    let mut types: Vec<&str> = modes.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "AllNamespaces",
+            "MultiNamespace",
+            "OwnNamespace",
+            "SingleNamespace"
+        ]
+    );
+    assert!(modes.iter().any(|m| m["supported"] == true));
+
+    // OperatorHub: capability level, categories, icon, maintainers, links, provider.
+    let meta = &csv["metadata"]["annotations"];
+    assert!(
+        [
+            "Basic Install",
+            "Seamless Upgrades",
+            "Full Lifecycle",
+            "Deep Insights",
+            "Auto Pilot"
+        ]
+        .contains(&meta["capabilities"].as_str().unwrap())
+    );
+    for c in meta["categories"].as_str().unwrap().split(',') {
+        assert!(
+            ["Storage", "Database", "Monitoring", "OpenShift Optional"].contains(&c.trim()),
+            "category {c}"
+        );
+    }
+    let icon = &spec["icon"][0];
+    assert_eq!(icon["mediatype"], "image/svg+xml");
+    let svg: k8s_openapi::ByteString =
+        serde_json::from_value(icon["base64data"].clone()).expect("icon is base64");
+    assert_eq!(
+        svg.0,
+        std::fs::read(root().join("images/icon.svg")).unwrap()
+    );
+    assert!(String::from_utf8(svg.0).unwrap().starts_with("<svg"));
+    for m in spec["maintainers"].as_array().unwrap() {
+        assert!(m["email"].as_str().unwrap().contains('@'));
+    }
+    for l in spec["links"].as_array().unwrap() {
+        assert!(l["url"].as_str().unwrap().starts_with("https://"));
+    }
+    assert!(
+        spec["provider"]["name"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert!(spec["description"].as_str().unwrap().len() > 100);
+
+    // alm-examples: every example is of an owned kind.
+    let owned: Vec<(String, String)> = spec["customresourcedefinitions"]["owned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let group = o["name"].as_str().unwrap().split_once('.').unwrap().1;
+            (
+                format!("{group}/{}", o["version"].as_str().unwrap()),
+                o["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let examples: Vec<Value> =
+        serde_json::from_str(meta["alm-examples"].as_str().unwrap()).unwrap();
+    for e in &examples {
+        let gvk = (
+            e["apiVersion"].as_str().unwrap().to_string(),
+            e["kind"].as_str().unwrap().to_string(),
+        );
+        assert!(owned.contains(&gvk), "example of a kind not owned: {gvk:?}");
+    }
+
+    // The install strategy: unique deployment names, every service account given rules runs a
+    // deployment.
+    let install = &spec["install"]["spec"];
+    let deployments = install["deployments"].as_array().unwrap();
+    let accounts: Vec<&str> = deployments
+        .iter()
+        .map(|d| {
+            d["spec"]["template"]["spec"]["serviceAccountName"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    let mut names: Vec<&str> = deployments
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    names.dedup();
+    assert_eq!(names.len(), deployments.len());
+    for kind in ["permissions", "clusterPermissions"] {
+        for p in install[kind].as_array().unwrap() {
+            assert!(
+                accounts.contains(&p["serviceAccountName"].as_str().unwrap()),
+                "{kind}"
+            );
+        }
+    }
+
+    // bundle/manifests holds one CSV and only kinds a registry+v1 bundle may carry.
+    let supported = [
+        "ClusterServiceVersion",
+        "CustomResourceDefinition",
+        "Service",
+        "ConfigMap",
+        "Secret",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "PrometheusRule",
+        "ServiceMonitor",
+        "PodDisruptionBudget",
+        "PriorityClass",
+        "VerticalPodAutoscaler",
+        "ConsoleYAMLSample",
+        "ConsoleQuickStart",
+        "ConsoleCLIDownload",
+        "ConsoleLink",
+    ];
+    let mut csvs = 0;
+    for entry in std::fs::read_dir(root().join("bundle/manifests")).unwrap() {
+        let file = entry.unwrap().file_name().into_string().unwrap();
+        let kind = yaml(&format!("bundle/manifests/{file}"))["kind"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(supported.contains(&kind.as_str()), "{file}: {kind}");
+        csvs += usize::from(kind == "ClusterServiceVersion");
+    }
+    assert_eq!(csvs, 1);
+}
+
+/// Each field in this CRD schema, as a descriptor path (`a.b.c`; arrays are looked through).
+fn schema_has(schema: &Value, path: &str) -> bool {
+    let mut node = schema;
+    for seg in path.split('.') {
+        while node["type"] == "array" {
+            node = &node["items"];
+        }
+        node = &node["properties"][seg];
+        if node.is_null() {
+            return false;
+        }
+    }
+    true
+}
+
+#[test]
+fn csv_descriptors_name_fields_of_the_crds() {
+    let csv = csv();
+    let mut checked = 0;
+    for owned in csv["spec"]["customresourcedefinitions"]["owned"]
+        .as_array()
+        .unwrap()
+    {
+        let name = owned["name"].as_str().unwrap();
+        let crd = yaml(&format!(
+            "bundle/manifests/{}_{}.yaml",
+            name.split_once('.').unwrap().1,
+            name.split_once('.').unwrap().0
+        ));
+        let version = crd["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == owned["version"])
+            .unwrap();
+        let root = &version["schema"]["openAPIV3Schema"]["properties"];
+        for (list, part) in [("specDescriptors", "spec"), ("statusDescriptors", "status")] {
+            for d in owned[list].as_array().unwrap() {
+                let path = d["path"].as_str().unwrap();
+                assert!(
+                    schema_has(&root[part], path),
+                    "{name}: {part}.{path} is not in the schema"
+                );
+                for x in d["x-descriptors"].as_array().into_iter().flatten() {
+                    assert!(
+                        x.as_str().unwrap().starts_with("urn:alm:descriptor:"),
+                        "{x}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} descriptors");
+    // The check itself tells a wrong path from a right one.
+    let schema = serde_json::json!({"properties": {"a": {"type": "array", "items": {"properties": {"b": {}}}}}});
+    assert!(schema_has(&schema, "a.b") && !schema_has(&schema, "a.c"));
 }
 
 #[test]

@@ -443,6 +443,20 @@ fn descriptor(path: &str, display: &str, description: &str) -> Value {
     json!({"path": path, "displayName": display, "description": description})
 }
 
+/// A descriptor the OpenShift console renders with a widget (`x-descriptors`).
+fn widget(path: &str, display: &str, description: &str, x: &str) -> Value {
+    let mut d = descriptor(path, display, description);
+    d["x-descriptors"] = json!([x]);
+    d
+}
+
+/// The CSV icon: `images/icon.svg`, base64 as OLM wants it.
+fn icon(root: &Path) -> std::io::Result<Value> {
+    let svg = std::fs::read(root.join("images/icon.svg"))?;
+    let data = serde_json::to_value(k8s_openapi::ByteString(svg)).map_err(invalid)?;
+    Ok(json!([{"base64data": data, "mediatype": "image/svg+xml"}]))
+}
+
 /// (kind, display name, description, spec descriptors, status descriptors) of each owned CRD.
 fn crd_descriptions(kind: &str) -> (&'static str, &'static str, Vec<Value>, Vec<Value>) {
     match kind {
@@ -455,21 +469,37 @@ fn crd_descriptions(kind: &str) -> (&'static str, &'static str, Vec<Value>, Vec<
                     "Device classes",
                     "The volume groups to create and the disks they take.",
                 ),
-                descriptor(
+                widget(
                     "tolerations",
                     "Tolerations",
                     "Tolerations of the vg-manager pods.",
+                    "urn:alm:descriptor:io.kubernetes:Tolerations",
                 ),
             ],
             vec![
-                descriptor("state", "State", "Overall state of the volume groups."),
-                descriptor("ready", "Ready", "Whether every volume group is ready."),
+                widget(
+                    "state",
+                    "State",
+                    "Overall state of the volume groups.",
+                    "urn:alm:descriptor:io.kubernetes.phase",
+                ),
+                widget(
+                    "ready",
+                    "Ready",
+                    "Whether every volume group is ready.",
+                    "urn:alm:descriptor:text",
+                ),
                 descriptor(
                     "deviceClassStatuses",
                     "Device class statuses",
                     "Per device class and node: the volume group status and its disks.",
                 ),
-                descriptor("conditions", "Conditions", "Ready and ResourcesAvailable."),
+                widget(
+                    "conditions",
+                    "Conditions",
+                    "Ready and ResourcesAvailable.",
+                    "urn:alm:descriptor:io.kubernetes.conditions",
+                ),
             ],
         ),
         "LVMVolumeGroup" => (
@@ -505,7 +535,12 @@ fn crd_descriptions(kind: &str) -> (&'static str, &'static str, Vec<Value>, Vec<
             "Logical Volume",
             "One provisioned volume: a logical volume on a node (created by the CSI driver topolvm.io).",
             vec![
-                descriptor("nodeName", "Node", "The node holding the volume."),
+                widget(
+                    "nodeName",
+                    "Node",
+                    "The node holding the volume.",
+                    "urn:alm:descriptor:io.kubernetes:Node",
+                ),
                 descriptor(
                     "deviceClass",
                     "Device class",
@@ -580,9 +615,11 @@ pub fn csv(root: &Path) -> std::io::Result<Value> {
         }));
     }
     let examples = serde_json::to_string_pretty(&samples(root)?).map_err(invalid)?;
+    // The operator manages the LVMCluster and every object in its own namespace (POD_NAMESPACE),
+    // so an OperatorGroup targeting another namespace would leave it watching the wrong one.
     let install_modes: Vec<Value> = [
         ("OwnNamespace", true),
-        ("SingleNamespace", true),
+        ("SingleNamespace", false),
         ("MultiNamespace", false),
         ("AllNamespaces", false),
     ]
@@ -619,7 +656,7 @@ pub fn csv(root: &Path) -> std::io::Result<Value> {
             "maintainers": [{"name": "lvms-rs", "email": "lvms-rs@users.noreply.github.com"}],
             "links": [{"name": "Source", "url": "https://github.com/lvms-rs/lvms-rs"}],
             "keywords": ["storage", "lvm", "local storage", "topolvm", "lvms", "csi", "thin provisioning", "snapshots"],
-            "icon": [],
+            "icon": icon(root)?,
             "customresourcedefinitions": {"owned": owned},
             "installModes": install_modes,
             "install": {
