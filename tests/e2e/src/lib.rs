@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
     Container, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, Pod, PodSpec, TypedLocalObjectReference, Volume,
-    VolumeDevice, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, SeccompProfile,
+    SecurityContext, TypedLocalObjectReference, Volume, VolumeDevice, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{
@@ -206,6 +207,9 @@ pub fn snapshot_source(name: &str) -> TypedLocalObjectReference {
     }
 }
 
+/// The `disk` group, owner of block device nodes on Debian, RHEL/RHCOS and Ubuntu hosts.
+pub const DISK_GID: i64 = 6;
+
 /// A pod that runs `script` with `sh -c` once (restartPolicy Never) with claim `claim` mounted at
 /// [`MOUNT_PATH`], or attached as the device [`DEVICE_PATH`] when `block`.
 pub fn pod(
@@ -253,6 +257,18 @@ pub fn pod_on(
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
             termination_grace_period_seconds: Some(1),
+            // No privilege, and ready for OpenShift's restricted-v2 SCC, which runs the pod as an
+            // arbitrary UID: a filesystem volume is writable through the fsGroup kubelet applies,
+            // a block device (root:disk 0660 on the host) through the disk group. The UID is left
+            // to the platform (busybox runs as root where nothing assigns one).
+            security_context: Some(PodSecurityContext {
+                supplemental_groups: block.then(|| vec![DISK_GID]),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             node_selector: node.map(|n| {
                 BTreeMap::from([(
                     lvms_api::names::TOPOLOGY_NODE_KEY.to_string(),
@@ -265,6 +281,14 @@ pub fn pod_on(
                 command: Some(vec!["sh".into(), "-c".into(), script.into()]),
                 volume_mounts: mounts,
                 volume_devices: devices,
+                security_context: Some(SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
+                        drop: Some(vec!["ALL".into()]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }],
             volumes: Some(vec![Volume {
@@ -963,7 +987,7 @@ mod tests {
         assert!(c.volume_devices.is_none());
         assert_eq!(fs.restart_policy.as_deref(), Some("Never"));
         assert_eq!(
-            fs.volumes.unwrap()[0]
+            fs.volumes.as_ref().unwrap()[0]
                 .persistent_volume_claim
                 .as_ref()
                 .unwrap()
@@ -978,6 +1002,14 @@ mod tests {
         );
         assert!(c.volume_mounts.is_none());
         assert_eq!(c.command.as_ref().unwrap()[..2], ["sh", "-c"]);
+        // Only the block pod joins the disk group; neither may escalate.
+        let groups = |p: &PodSpec| p.security_context.as_ref()?.supplemental_groups.clone();
+        assert_eq!(groups(&b), Some(vec![DISK_GID]));
+        assert_eq!(groups(&fs), None);
+        for spec in [&fs, &b] {
+            let sc = spec.containers[0].security_context.as_ref().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false));
+        }
     }
 
     #[test]
