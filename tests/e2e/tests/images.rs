@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -158,6 +159,43 @@ fn package_of(program: &str) -> Option<&'static str> {
         "df" | "stat" | "realpath" | "mkdir" | "touch" | "rm" | "rmdir" => "coreutils",
         _ => return None,
     })
+}
+
+/// The Debian package that ships `program` on this machine (Debian bookworm, like the image), by
+/// `dpkg -S`. dpkg knows the pre-usr-merge paths (/sbin/lvm), so every directory is tried.
+fn dpkg_owner(program: &str) -> Option<String> {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .find_map(|dir| {
+            let out = Command::new("dpkg")
+                .args(["-S", &format!("{dir}/{program}")])
+                .output()
+                .ok()?;
+            out.status.success().then(|| {
+                let line = String::from_utf8_lossy(&out.stdout).into_owned();
+                line.split(':').next().unwrap_or("").trim().to_string()
+            })
+        })
+}
+
+#[test]
+fn package_table_is_what_bookworm_ships() {
+    // Not a copy of the table: dpkg on this bookworm machine (the test setup installs lvm2,
+    // xfsprogs, e2fsprogs, udev) says which package each program comes from.
+    let mut programs = programs_run("lvm/src");
+    programs.extend(programs_run("vg-manager/src"));
+    programs.insert("thin_check".into());
+    for p in &programs {
+        let owner = dpkg_owner(p).unwrap_or_else(|| {
+            panic!("{p} is not installed here; run hack/setup.sh (tests/vm/setup.sh installs it)")
+        });
+        let want = if p == "thin_check" {
+            "thin-provisioning-tools"
+        } else {
+            package_of(p).unwrap_or_else(|| panic!("no package for {p}"))
+        };
+        assert_eq!(owner, want, "{p}");
+    }
 }
 
 fn check_builder(stages: &[Stage], package: &str) {
