@@ -14,3 +14,5 @@ fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2; exit 1; }
 # Real LVM runs in a QEMU guest during the tests: QEMU, lvm2, filesystems and a Debian kernel.
 "$(dirname "$0")/../tests/vm/setup.sh"
+# The vg-manager image's runtime stage as a directory, for the guest test of the image.
+"$(dirname "$0")/../tests/vm/image-rootfs.sh"

@@ -31,6 +31,10 @@ FROM docker.io/library/debian:bookworm-slim
 #   mount                    mount, umount, losetup
 #   udev                     udevadm (settle after wiping)
 #   coreutils                df, stat, realpath, mkdir, touch, rm, rmdir (essential; listed anyway)
+#   kmod                     modprobe (lvm2 loads dm-thin-pool, dm-snapshot, dm-raid1 on first
+#                            use; the DaemonSet mounts the host's /lib/modules read-only)
+#   ca-certificates          the API client (rustls) loads the system's roots before adding the
+#                            cluster's CA, and refuses to start with none
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         lvm2 \
@@ -42,6 +46,8 @@ RUN apt-get update \
         mount \
         udev \
         coreutils \
+        kmod \
+        ca-certificates \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/*
 # LVM inside a container. In the DaemonSet the host's /etc/lvm is mounted over this directory (a

@@ -17,6 +17,8 @@
 //! lists again. A watch ends after `timeoutSeconds` (at most 290 s), with a BOOKMARK at its last
 //! resourceVersion when `allowWatchBookmarks=true`, or when the client drops it.
 
+#[cfg(feature = "server")]
+pub mod served;
 mod watch;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -4,14 +4,9 @@
 //! happen (each event line is flushed as one HTTP chunk). `--addr 127.0.0.1:0` picks a free port:
 //! the kubeconfig and the log line name the one bound.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use api_double::{ApiDouble, ResponseBody};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use api_double::ApiDouble;
 
 /// The resource path of the kinds a seed file may hold.
 fn resource(api_version: &str, kind: &str) -> Option<String> {
@@ -32,26 +27,6 @@ fn resource(api_version: &str, kind: &str) -> Option<String> {
         format!("api/{api_version}")
     };
     Some(format!("{prefix}/{plural}"))
-}
-
-async fn serve(
-    api: Arc<ApiDouble>,
-    req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    // hyper writes each frame of the body (one event line for a watch) as a chunk and flushes
-    // whenever the body has nothing more ready.
-    Ok(api
-        .handle(Request::from_parts(
-            parts,
-            kube::client::Body::from(bytes.to_vec()),
-        ))
-        .await)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -88,24 +63,11 @@ async fn main() {
         .await
         .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     let addr = listener.local_addr().expect("the bound address");
-    let config = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: double\n  context:\n    cluster: double\n    user: nobody\nusers:\n- name: nobody\n  user: {{}}\ncurrent-context: double\n"
-    );
+    let config = api_double::served::kubeconfig(addr);
     // Written whole under another name, then renamed: a reader never sees half a kubeconfig.
     let partial = format!("{kubeconfig}.partial");
     std::fs::write(&partial, config).expect("writing the kubeconfig");
     std::fs::rename(&partial, &kubeconfig).expect("writing the kubeconfig");
     eprintln!("api-double-server: serving http://{addr}; kubeconfig {kubeconfig}");
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let api = api.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| serve(api.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    api_double::served::serve(api, listener).await;
 }

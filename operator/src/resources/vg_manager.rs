@@ -181,6 +181,12 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
             mount("run-lvm", "/run/lvm", None),
             mount("run-lock-lvm", "/run/lock/lvm", None),
             mount("etc-lvm", "/etc/lvm", None),
+            // lvm2 loads dm-thin-pool and friends with modprobe when the kernel has not yet;
+            // the image's modprobe needs the host kernel's modules.
+            VolumeMount {
+                read_only: Some(true),
+                ..mount("lib-modules", "/lib/modules", None)
+            },
             mount("plugin-dir", CSI_SOCKET_DIR, None),
             mount(
                 "pods-dir",
@@ -225,6 +231,7 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
         host_path("run-lvm", "/run/lvm", "DirectoryOrCreate"),
         host_path("run-lock-lvm", "/run/lock/lvm", "DirectoryOrCreate"),
         host_path("etc-lvm", "/etc/lvm", "DirectoryOrCreate"),
+        host_path("lib-modules", "/lib/modules", "Directory"),
         host_path("plugin-dir", &plugin_dir, "DirectoryOrCreate"),
         host_path(
             "registration-dir",
@@ -364,6 +371,7 @@ mod tests {
             "/run/lvm",
             "/run/lock/lvm",
             "/etc/lvm",
+            "/lib/modules",
             "/run/topolvm",
         ] {
             assert!(

@@ -280,6 +280,10 @@ fn vg_manager_image_installs_every_program_the_agent_runs() {
     }
     // lvm2 runs thin_check/thin_repair on thin pools.
     assert!(installed.contains("thin-provisioning-tools"));
+    // kube's rustls client refuses to start without system roots (found by vm_image).
+    assert!(installed.contains("ca-certificates"));
+    // lvm2 runs /sbin/modprobe for device-mapper targets not yet loaded (found by vm_image).
+    assert!(installed.contains("kmod"));
 
     let runs = all(runtime, "RUN").join(" ");
     assert!(runs.contains("--no-install-recommends"));
