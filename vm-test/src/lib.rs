@@ -130,6 +130,12 @@ fn boot(test: &str, disks: &[Disk], phase: u32, args: &[&str]) -> String {
         "-m",
         "768M",
     ]);
+    // The project's own settings (LVMS_IMAGE_ROOTFS, ...) reach the test in the guest too.
+    for (key, value) in std::env::vars() {
+        if key.starts_with("LVMS_") && key != IN_VM && key != "LVMS_VM_PHASE" {
+            cmd.args(["-e", &format!("{key}={value}")]);
+        }
+    }
     for d in disks {
         match d {
             Disk::Blank(size) => cmd.args(["-d", size]),
