@@ -20,7 +20,7 @@ use vm_test::Disk;
 
 mod support;
 
-use support::{LVS, MIB, capability as cap, capacity, channel, create_request, sockets};
+use support::{LVS, MIB, capability as cap, capacity, channel, create_request, provision, sockets};
 
 async fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -34,20 +34,6 @@ async fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// CreateVolume, which must succeed; the volume it returns.
-async fn provision(
-    ctrl: &mut ControllerClient<Channel>,
-    req: pb::CreateVolumeRequest,
-) -> pb::Volume {
-    let name = req.name.clone();
-    ctrl.create_volume(req)
-        .await
-        .unwrap_or_else(|e| panic!("creating {name}: {e}"))
-        .into_inner()
-        .volume
-        .expect("a volume in the answer")
 }
 
 async fn publish(node: &mut NodeClient<Channel>, id: &str, target: &Path, fs: Option<&str>) {

@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +25,10 @@ use vg_manager::csi_node::{NodeService, serve};
 use vg_manager::reports::Reports;
 use vm_test::Disk;
 
+mod support;
+
+use support::sh;
+
 const MIB: u64 = 1 << 20;
 
 /// Every await in these tests: a hung mount or RPC fails the test instead of the VM timeout.
@@ -33,16 +36,6 @@ async fn bounded<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(180), f)
         .await
         .expect("timed out")
-}
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn tag(name: &str) -> Vec<String> {

@@ -23,21 +23,11 @@ use vm_test::Disk;
 
 mod support;
 
-use support::{MIB, NODE, NS, capability as cap, capacity, channel, create_request};
+use support::{MIB, NODE, NS, capability as cap, capacity, channel, create_request, provision, sh};
 
 /// Where the agent's CSI socket and the pods' volumes are, inside the image.
 const SOCKET: &str = "/run/csi/node.sock";
 const PODS: &str = "/var/lib/kubelet/pods";
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn rootfs() -> PathBuf {
     let root = PathBuf::from(
@@ -66,7 +56,7 @@ fn bind(root: &Path, path: &str) {
     std::fs::create_dir_all(&inside).unwrap();
     // kubelet binds hostPath volumes recursively too (the guest's /lib/modules/<version> is a
     // mount of its own).
-    run("mount", &["--rbind", path, inside.to_str().unwrap()]);
+    sh(&["mount", "--rbind", path, inside.to_str().unwrap()]);
 }
 
 /// `vg-manager ARGS` in the image.
@@ -90,7 +80,7 @@ async fn eventually<T>(
         }
         if tokio::time::Instant::now() >= deadline {
             let said = std::fs::read_to_string(log).unwrap_or_default();
-            let ps = run("ps", &["-eo", "pid,etimes,args"]);
+            let ps = sh(&["ps", "-eo", "pid,etimes,args"]);
             let status = node_status(api);
             panic!(
                 "timed out waiting for {what}; the agent said:\n{said}\nprocesses:\n{ps}\nnode status: {status:?}"
@@ -142,17 +132,6 @@ fn node_status(api: &ApiDouble) -> Option<Value> {
     )
 }
 
-async fn provision(ctrl: &mut ControllerClient<Channel>, req: pb::CreateVolumeRequest) -> String {
-    let name = req.name.clone();
-    ctrl.create_volume(req)
-        .await
-        .unwrap_or_else(|e| panic!("creating {name}: {e}"))
-        .into_inner()
-        .volume
-        .expect("a volume")
-        .volume_id
-}
-
 /// Publishes volume `id` at the pod path `target` (as the agent in the image sees it).
 async fn publish(node: &mut NodeClient<Channel>, id: &str, target: &str, fs: &str) {
     node.node_publish_volume(pb::NodePublishVolumeRequest {
@@ -197,7 +176,7 @@ async fn expand(
 
 /// Total bytes of the filesystem mounted at `path` (a guest path), by the guest's df.
 fn fs_bytes(path: &Path) -> u64 {
-    let out = run("df", &["-P", "-B1", path.to_str().unwrap()]);
+    let out = sh(&["df", "-P", "-B1", path.to_str().unwrap()]);
     out.lines()
         .nth(1)
         .unwrap()
@@ -218,10 +197,13 @@ fn agent_runs_from_the_image() {
     };
     let root = rootfs();
     install(&root);
-    run(
+    sh(&[
         "mount",
-        &["-t", "proc", "proc", root.join("proc").to_str().unwrap()],
-    );
+        "-t",
+        "proc",
+        "proc",
+        root.join("proc").to_str().unwrap(),
+    ]);
     bind(&root, "/dev");
     bind(&root, "/sys");
 
@@ -282,7 +264,7 @@ fn agent_runs_from_the_image() {
         let status = node_status(&api).expect("the node's status");
         assert_eq!(status["spec"]["nodeStatus"][0]["status"], "Ready", "{status}");
         // The host's lvm (the guest's) sees what the image's lvm made: a tagged VG and its pool.
-        let lvs = run("lvs", &["--noheadings", "-o", "lv_name,segtype", "vg1"]);
+        let lvs = sh(&["lvs", "--noheadings", "-o", "lv_name,segtype", "vg1"]);
         assert!(lvs.contains("pool") && lvs.contains("thin-pool"), "{lvs}");
         // The agent decided its LVM settings from the host's /etc/lvm (lvm2 present: only
         // dmeventd monitoring is turned off), and said so.
@@ -299,12 +281,14 @@ fn agent_runs_from_the_image() {
 
         // xfs and ext4 volumes: formatted, mounted, written and grown online by the image's tools.
         for (name, fs, grow_by) in [("pvc-xfs", "xfs", 300), ("pvc-ext4", "ext4", 64)] {
-            let id = provision(&mut ctrl, create_request(name, "vg1", 300 * MIB, Some(fs))).await;
+            let id = provision(&mut ctrl, create_request(name, "vg1", 300 * MIB, Some(fs)))
+                .await
+                .volume_id;
             let target = format!("{PODS}/{name}/mount");
             publish(&mut node, &id, &target, fs).await;
             let mounted = guest_path(&target);
             std::fs::write(mounted.join("data"), format!("written to {fs}")).unwrap();
-            let blkid = run("blkid", &["-o", "value", "-s", "TYPE", &format!("/dev/vg1/{id}")]);
+            let blkid = sh(&["blkid", "-o", "value", "-s", "TYPE", &format!("/dev/vg1/{id}")]);
             assert_eq!(blkid.trim(), fs);
             let before = fs_bytes(&mounted);
             expand(&mut ctrl, &mut node, &id, &target, fs, (300 + grow_by) * MIB).await;
@@ -337,7 +321,7 @@ fn agent_runs_from_the_image() {
             })
             .await
             .unwrap();
-            let lvs = run("lvs", &["--noheadings", "-o", "lv_name", "vg1"]);
+            let lvs = sh(&["lvs", "--noheadings", "-o", "lv_name", "vg1"]);
             assert!(!lvs.contains(&id), "{id} left behind: {lvs}");
         }
         eventually("capacity back to the whole pool", 30, (&log, &api), || {
@@ -345,7 +329,7 @@ fn agent_runs_from_the_image() {
         })
         .await;
 
-        run("kill", &["-TERM", &agent.id().to_string()]);
+        sh(&["kill", "-TERM", &agent.id().to_string()]);
         let status = agent.wait().unwrap();
         assert!(status.success(), "the agent stops cleanly on SIGTERM: {status}");
     });

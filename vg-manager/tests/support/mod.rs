@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api_double::ApiDouble;
+use csi::pb::controller_client::ControllerClient;
 use csi::pb::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode};
 use csi::pb::{self, VolumeCapability};
 use lvm::{Exec, Mode};
@@ -20,6 +21,34 @@ pub const NODE: &str = "node-a";
 pub const NODES: &str = "api/v1/nodes";
 pub const LVS: &str = "apis/topolvm.io/v1/logicalvolumes";
 pub const MIB: i64 = 1 << 20;
+
+/// Runs `args[0] args[1..]` to success; its standard output.
+pub fn sh(args: &[&str]) -> String {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// CreateVolume, which must succeed; the volume it returns.
+pub async fn provision(
+    ctrl: &mut ControllerClient<Channel>,
+    req: pb::CreateVolumeRequest,
+) -> pb::Volume {
+    let name = req.name.clone();
+    ctrl.create_volume(req)
+        .await
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"))
+        .into_inner()
+        .volume
+        .expect("a volume in the answer")
+}
 
 /// Node `node-a` and one LVMVolumeGroup per `(name, spec)`.
 pub fn seed(api: &ApiDouble, classes: &[(&str, Value)]) {
