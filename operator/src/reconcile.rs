@@ -286,6 +286,11 @@ async fn discover(ctx: &Context, cluster: &LVMCluster) -> Result<Discovery> {
         .await
         .ctx(|| "looking up the VolumeSnapshot CRDs".into())?
         .is_some();
+    let security_context_constraints = crds
+        .get_opt(resources::scc::CRD_NAME)
+        .await
+        .ctx(|| "looking up the SecurityContextConstraints CRD".into())?
+        .is_some();
     let scs: Api<StorageClass> = Api::all(ctx.client.clone());
     let ours = owner_label_value(cluster);
     let foreign_default_storage_class = scs
@@ -304,6 +309,7 @@ async fn discover(ctx: &Context, cluster: &LVMCluster) -> Result<Discovery> {
     Ok(Discovery {
         snapshot_crds,
         foreign_default_storage_class,
+        security_context_constraints,
     })
 }
 
@@ -352,6 +358,22 @@ async fn sync(
     let vgs: Api<LVMVolumeGroup> = Api::namespaced(c.clone(), ns);
     for x in &desired.volume_groups {
         apply(&vgs, x).await?;
+    }
+    // Before the DaemonSet: its pods are admitted (or refused) when they are created.
+    if let Some(scc) = &desired.scc {
+        Api::<DynamicObject>::all_with(c.clone(), &resources::scc::api_resource())
+            .patch(
+                resources::scc::NAME,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(scc),
+            )
+            .await
+            .ctx(|| {
+                format!(
+                    "applying SecurityContextConstraints {}",
+                    resources::scc::NAME
+                )
+            })?;
     }
     apply(
         &Api::<DaemonSet>::namespaced(c.clone(), ns),
@@ -577,6 +599,12 @@ async fn cleanup(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
     )
     .await?;
     delete(&Api::<CSIDriver>::all(c.clone()), CSI_DRIVER_NAME).await?;
+    // Off OpenShift the whole resource is unknown: 404, like an SCC already gone.
+    delete(
+        &Api::<DynamicObject>::all_with(c.clone(), &resources::scc::api_resource()),
+        resources::scc::NAME,
+    )
+    .await?;
     let selector =
         ListParams::default().labels(&format!("{OWNER_LABEL}={}", owner_label_value(cluster)));
     let scs: Api<StorageClass> = Api::all(c.clone());

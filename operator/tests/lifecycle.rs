@@ -486,3 +486,71 @@ async fn an_existing_default_storage_class_is_respected() {
         "true"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn on_openshift_vg_manager_gets_its_scc_for_as_long_as_it_runs() {
+    const SCCS: &str = "apis/security.openshift.io/v1/securitycontextconstraints";
+    const DEPLOYMENTS: &str = "apis/apps/v1/deployments";
+    // Off OpenShift: no SCC, and the CSI controller names its non-root UID.
+    let vanilla = Harness::new();
+    seed_cluster(&vanilla, "lvmcluster");
+    vanilla.reconcile("lvmcluster").await;
+    assert_eq!(vanilla.names(SCCS), Vec::<String>::new());
+    let d = vanilla
+        .api
+        .get(DEPLOYMENTS, Some(NS), "topolvm-controller")
+        .unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["securityContext"]["runAsUser"],
+        65532
+    );
+
+    let h = Harness::new();
+    h.api.seed(
+        "apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "securitycontextconstraints.security.openshift.io"},
+        }),
+    );
+    seed_cluster(&h, "lvmcluster");
+    h.reconcile("lvmcluster").await;
+    let scc = h.api.get(SCCS, None, "lvms-vgmanager").expect("the SCC");
+    assert_eq!(
+        scc["users"],
+        json!(["system:serviceaccount:openshift-storage:vg-manager"])
+    );
+    assert_eq!(scc["allowPrivilegedContainer"], true);
+    // OpenShift assigns the controller's UID from the namespace's range.
+    let d = h
+        .api
+        .get(DEPLOYMENTS, Some(NS), "topolvm-controller")
+        .unwrap();
+    let sc = &d["spec"]["template"]["spec"]["securityContext"];
+    assert!(sc.get("runAsUser").is_none(), "{sc}");
+    assert_eq!(sc["runAsNonRoot"], true);
+
+    // Deleted: the SCC goes with the agents, not before.
+    let clusters: kube::Api<LVMCluster> = kube::Api::namespaced(h.ctx.client.clone(), NS);
+    clusters
+        .delete("lvmcluster", &Default::default())
+        .await
+        .unwrap();
+    h.nodes_report_ready(&["fast", "bulk"]);
+    h.reconcile("lvmcluster").await;
+    assert!(
+        h.api
+            .get("apis/apps/v1/daemonsets", Some(NS), "vg-manager")
+            .is_some()
+    );
+    assert_eq!(
+        h.names(SCCS),
+        ["lvms-vgmanager"],
+        "the agents still need it"
+    );
+    h.nodes_release("fast");
+    h.nodes_release("bulk");
+    h.reconcile("lvmcluster").await;
+    assert!(h.cluster("lvmcluster").is_none());
+    assert_eq!(h.names(SCCS), Vec::<String>::new());
+}

@@ -113,7 +113,10 @@ pub fn deployment(cluster: &LVMCluster, config: &Config, discovery: &Discovery) 
         priority_class_name: Some("system-cluster-critical".into()),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
-            run_as_user: Some(65532),
+            // The image's default user is root (vg-manager shares it), so a non-root UID must be
+            // named; on OpenShift the SCC assigns one from the namespace's range and refuses any
+            // other.
+            run_as_user: (!discovery.security_context_constraints).then_some(65532),
             seccomp_profile: Some(SeccompProfile {
                 type_: "RuntimeDefault".into(),
                 ..Default::default()

@@ -4,6 +4,7 @@
 pub mod csi_controller;
 pub mod csi_driver;
 pub mod rbac;
+pub mod scc;
 pub mod snapshot_class;
 pub mod storage_class;
 pub mod vg_manager;
@@ -31,6 +32,8 @@ pub struct Discovery {
     pub snapshot_crds: bool,
     /// A StorageClass that is not ours is already the cluster default.
     pub foreign_default_storage_class: bool,
+    /// Pods are admitted by SecurityContextConstraints (OpenShift, MicroShift).
+    pub security_context_constraints: bool,
 }
 
 /// The labels every managed object carries.
@@ -123,6 +126,8 @@ pub struct Desired {
     pub csi_driver: k8s_openapi::api::storage::v1::CSIDriver,
     pub storage_classes: Vec<k8s_openapi::api::storage::v1::StorageClass>,
     pub snapshot_classes: Vec<snapshot_class::VolumeSnapshotClass>,
+    /// SecurityContextConstraints for vg-manager, on OpenShift only.
+    pub scc: Option<serde_json::Value>,
 }
 
 pub fn desired(cluster: &LVMCluster, config: &Config, discovery: &Discovery) -> Desired {
@@ -134,6 +139,7 @@ pub fn desired(cluster: &LVMCluster, config: &Config, discovery: &Discovery) -> 
         csi_driver: csi_driver::csi_driver(cluster),
         storage_classes: storage_class::storage_classes(cluster, discovery),
         snapshot_classes: snapshot_class::snapshot_classes(cluster, discovery),
+        scc: scc::security_context_constraints(cluster, config, discovery),
     }
 }
 

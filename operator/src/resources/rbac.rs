@@ -148,6 +148,12 @@ pub const OPERATOR_OWN_CLUSTER_RULES: &[Rule] = &[
         ALL,
     ),
     Rule(&[""], &["persistentvolumeclaims", "nodes"], READ),
+    // OpenShift: the vg-manager SCC (resources::scc).
+    Rule(
+        &["security.openshift.io"],
+        &["securitycontextconstraints"],
+        ALL,
+    ),
     EVENTS,
 ];
 
