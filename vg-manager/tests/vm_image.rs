@@ -5,8 +5,9 @@
 //! it runs (lvm, lsblk, mkfs.*, xfs_growfs, resize2fs, mount...) is the image's — first alone
 //! (`discover`, the image's own lvm.conf), then as the DaemonSet runs it: the host's /dev, /sys,
 //! /run/udev, /run/lvm, /run/lock/lvm and /etc/lvm mounted over the image's, the host's IPC
-//! namespace, talking to the API double over HTTP with a kubeconfig. The CSI controller and the
-//! gRPC clients stand in for the sidecars and kubelet.
+//! namespace, talking to the API double over HTTP with a kubeconfig — and `vg-manager
+//! csi-controller` from the same image as UID 65532, as the topolvm-controller Deployment runs
+//! it. gRPC clients stand in for the sidecars and kubelet.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -248,8 +249,26 @@ fn agent_runs_from_the_image() {
         serve_api(&api, &root).await;
         let log = root.join("agent.log");
         let mut agent = start_agent(&root, &log);
-        let ctrl_sock = PathBuf::from("/run/lvms-image-controller.sock");
-        let _controller = support::start_controller(&api, &ctrl_sock);
+        // The topolvm-controller Deployment's container: the same image as UID 65532, with
+        // its socket in an emptyDir (here a directory that user owns).
+        let ctrl_dir = root.join("run/csi-controller");
+        std::fs::create_dir_all(&ctrl_dir).unwrap();
+        sh(&["chown", "65532:65532", ctrl_dir.to_str().unwrap()]);
+        let ctrl_log = root.join("controller.log");
+        let mut controller = Command::new("chroot")
+            .args(["--userspec=65532:65532", root.to_str().unwrap()])
+            .args([
+                "/usr/bin/vg-manager",
+                "csi-controller",
+                "--csi-socket=/run/csi-controller/csi.sock",
+            ])
+            .env("KUBECONFIG", "/kubeconfig")
+            .env("POD_NAMESPACE", NS)
+            .stdout(Stdio::from(std::fs::File::create(&ctrl_log).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(root.join("controller.err")).unwrap()))
+            .spawn()
+            .unwrap();
+        let ctrl_sock = ctrl_dir.join("csi.sock");
 
         let free = eventually("the thin pool's capacity annotation", 60, (&log, &api), || {
             if let Ok(Some(status)) = agent.try_wait() {
@@ -329,8 +348,10 @@ fn agent_runs_from_the_image() {
         })
         .await;
 
-        sh(&["kill", "-TERM", &agent.id().to_string()]);
-        let status = agent.wait().unwrap();
-        assert!(status.success(), "the agent stops cleanly on SIGTERM: {status}");
+        for (what, child) in [("agent", &mut agent), ("controller", &mut controller)] {
+            sh(&["kill", "-TERM", &child.id().to_string()]);
+            let status = child.wait().unwrap();
+            assert!(status.success(), "the {what} stops cleanly on SIGTERM: {status}");
+        }
     });
 }
