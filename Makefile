@@ -50,11 +50,22 @@ manifests-check: ## Fail when config/, bundle/ or bundle.Dockerfile differ from 
 
 bundle: manifests ## The OLM bundle (bundle/, bundle.Dockerfile); same as `make manifests`
 
-deploy: ## Install CRDs, RBAC and the operator into openshift-storage of the $KUBECONFIG cluster (kustomize)
+# The monitoring overlay needs prometheus-operator's CRDs; without them it is skipped, not failed.
+MONITORING_CRDS := servicemonitors.monitoring.coreos.com prometheusrules.monitoring.coreos.com
+
+deploy: ## Install CRDs, RBAC and the operator into openshift-storage of the $KUBECONFIG cluster (kustomize), and the alerts where prometheus-operator runs
 	kubectl apply --server-side -k config/default
+	@if kubectl get crd $(MONITORING_CRDS) >/dev/null 2>&1; then \
+		kubectl apply --server-side -k config/prometheus; \
+	else \
+		echo "no prometheus-operator CRDs: config/prometheus (scraping, alerts) not applied"; \
+	fi
 	@echo "now create an LVMCluster, e.g. kubectl apply -f config/samples/lvm_v1alpha1_lvmcluster.yaml"
 
 undeploy: ## Remove what `make deploy` installed (delete every LVMCluster first)
+	@if kubectl get crd $(MONITORING_CRDS) >/dev/null 2>&1; then \
+		kubectl delete -k config/prometheus --ignore-not-found; \
+	fi
 	kubectl delete -k config/default --ignore-not-found
 
 fmt: ## Format the code

@@ -490,28 +490,68 @@ fn bundle_metadata_and_dockerfile_agree() {
     assert!(dockerfile.contains("FROM scratch"));
 }
 
+/// The OLM bundle carries the same monitoring objects as `config/prometheus` (OpenShift's cluster
+/// monitoring reads them from there), without namespaces, as OLM wants them.
 #[test]
-fn alerts_cover_vg_thin_data_and_metadata_at_both_levels() {
-    let rule = yaml("config/prometheus/prometheus_rule.yaml");
-    let alerts = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
-    for metric in [
-        "topolvm_volumegroup_available_bytes",
-        "topolvm_thinpool_data_percent",
-        "topolvm_thinpool_metadata_percent",
-    ] {
-        for (severity, threshold) in [("warning", "> 75"), ("critical", "> 85")] {
+fn bundle_carries_the_monitoring_objects() {
+    let overlay = yaml("config/prometheus/kustomization.yaml");
+    let files = overlay["resources"].as_array().unwrap();
+    assert!(files.len() >= 6, "{files:?}");
+    for file in files {
+        let mut obj = yaml(&format!("config/prometheus/{}", file.as_str().unwrap()));
+        assert_eq!(obj["metadata"]["namespace"], manifests::NAMESPACE, "{file}");
+        obj["metadata"].as_object_mut().unwrap().remove("namespace");
+        let (bundle_file, _) = manifests::bundle_object(obj.clone());
+        let in_bundle = yaml(&format!("bundle/manifests/{bundle_file}"));
+        assert_eq!(
+            in_bundle, obj,
+            "bundle/manifests/{bundle_file} differs from {file}"
+        );
+    }
+    for entry in std::fs::read_dir(root().join("bundle/manifests")).unwrap() {
+        let file = entry.unwrap().file_name().into_string().unwrap();
+        let obj = yaml(&format!("bundle/manifests/{file}"));
+        if obj["kind"] != "ClusterServiceVersion" && obj["kind"] != "CustomResourceDefinition" {
+            assert!(obj["metadata"].get("namespace").is_none(), "{file}");
+        }
+    }
+}
+
+/// Prometheus may read what service discovery needs in the install's namespace, and nothing
+/// more: the accounts of OpenShift's cluster monitoring and of kube-prometheus.
+#[test]
+fn prometheus_rbac_is_read_only_discovery() {
+    let role = yaml("config/prometheus/role.yaml");
+    for rule in rules(&role["rules"]) {
+        assert_eq!(rule.verbs, ["get", "list", "watch"], "{rule:?}");
+        for r in rule.resources.unwrap() {
             assert!(
-                alerts.iter().any(|a| a["expr"]
-                    .as_str()
-                    .is_some_and(|e| e.contains(metric) && e.ends_with(threshold))
-                    && a["labels"]["severity"] == severity
-                    && a["for"] == "5m"
-                    && a["annotations"]["summary"].is_string()
-                    && a["annotations"]["description"].is_string()),
-                "{metric} {severity}"
+                ["services", "endpoints", "pods", "endpointslices"].contains(&r.as_str()),
+                "{r}"
             );
         }
     }
+    let binding = yaml("config/prometheus/role_binding.yaml");
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    let subjects: Vec<(&str, &str)> = binding["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["namespace"].as_str().unwrap(),
+                s["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            ("openshift-monitoring", "prometheus-k8s"),
+            ("monitoring", "prometheus-k8s")
+        ]
+    );
 }
 
 #[test]
@@ -562,9 +602,34 @@ fn kustomize_renders_the_prometheus_overlay() {
         .arg(root().join("config/prometheus"))
         .output()
         .expect("kubectl with kustomize is required to test config/");
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "kubectl kustomize config/prometheus: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("kind: ServiceMonitor") && text.contains("kind: PrometheusRule"));
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let mut kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "PrometheusRule",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceMonitor",
+            "ServiceMonitor"
+        ]
+    );
+    for d in &docs {
+        assert_eq!(d["metadata"]["namespace"], manifests::NAMESPACE);
+        // A ServiceMonitor without namespaceSelector looks in its own namespace, wherever the
+        // overlay puts it.
+        assert!(d["spec"].get("namespaceSelector").is_none());
+    }
 }
 
 #[test]

@@ -25,6 +25,8 @@ use crate::config::IMAGE_VARS;
 use crate::resources::rbac::{operator_cluster_rules, operator_namespace_rules};
 use crate::resources::vg_manager::field_env;
 
+pub mod monitoring;
+
 pub const NAME: &str = "lvms-operator";
 pub const NAMESPACE: &str = lvms_api::names::DEFAULT_NAMESPACE;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -280,110 +282,6 @@ pub fn metrics_service() -> Service {
     }
 }
 
-pub fn service_monitor() -> Value {
-    json!({
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "ServiceMonitor",
-        "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
-        "spec": {
-            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "30s"}],
-            "namespaceSelector": {"matchNames": [NAMESPACE]},
-            "selector": {"matchLabels": selector_labels()},
-        },
-    })
-}
-
-/// A Service over the vg-manager pods' metrics port: the `topolvm_*` gauges the alerts read
-/// are served by the agents, not by the operator. Selector and port come from the DaemonSet
-/// builder's own labels and port, so the two cannot drift.
-pub fn vg_manager_metrics_service() -> Service {
-    use crate::resources::vg_manager::METRICS_PORT as AGENT_PORT;
-    use lvms_api::names::VG_MANAGER_NAME;
-    let mut metadata = meta(&format!("{VG_MANAGER_NAME}-metrics"), true);
-    metadata.labels = Some(crate::resources::labels(VG_MANAGER_NAME));
-    Service {
-        metadata,
-        spec: Some(ServiceSpec {
-            // One endpoint per node agent; nothing to balance.
-            cluster_ip: Some("None".into()),
-            selector: Some(crate::resources::labels(VG_MANAGER_NAME)),
-            ports: Some(vec![ServicePort {
-                name: Some("http-metrics".into()),
-                port: AGENT_PORT,
-                target_port: Some(IntOrString::String("http-metrics".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-pub fn vg_manager_service_monitor() -> Value {
-    let name = lvms_api::names::VG_MANAGER_NAME;
-    json!({
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "ServiceMonitor",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels()},
-        "spec": {
-            "endpoints": [{"port": "http-metrics", "path": "/metrics", "interval": "30s"}],
-            "namespaceSelector": {"matchNames": [NAMESPACE]},
-            "selector": {"matchLabels": crate::resources::labels(name)},
-        },
-    })
-}
-
-/// (alert name stem, what, PromQL of the used percentage).
-const USAGE_ALERTS: &[(&str, &str, &str)] = &[
-    (
-        "VolumeGroupUsage",
-        "volume group",
-        // Written without `*` so that no manifest holds one (the wildcard check stays simple).
-        "100 - topolvm_volumegroup_available_bytes / (topolvm_volumegroup_size_bytes / 100)",
-    ),
-    (
-        "ThinPoolDataUsage",
-        "thin pool data",
-        "topolvm_thinpool_data_percent",
-    ),
-    (
-        "ThinPoolMetadataUsage",
-        "thin pool metadata",
-        "topolvm_thinpool_metadata_percent",
-    ),
-];
-
-/// The alerts of compat.md: VG, thin pool data and thin pool metadata usage above 75 % (warning)
-/// and 85 % (critical) for 5 minutes.
-pub fn prometheus_rule() -> Value {
-    let mut rules = Vec::new();
-    for (stem, what, expr) in USAGE_ALERTS {
-        for (level, severity, threshold) in
-            [("NearFull", "warning", 75), ("Critical", "critical", 85)]
-        {
-            rules.push(json!({
-                "alert": format!("{stem}{level}"),
-                "expr": format!("({expr}) > {threshold}"),
-                "for": "5m",
-                "labels": {"severity": severity},
-                "annotations": {
-                    "summary": format!("The {what} of device class {{{{ $labels.device_class }}}} is more than {threshold}% used."),
-                    "description": format!(
-                        "The {what} of device class {{{{ $labels.device_class }}}} on node {{{{ $labels.node }}}} is {{{{ $value | humanize }}}}% used (above {threshold}% for 5 minutes). Free space or add disks before volumes fail to be provisioned or written."
-                    ),
-                },
-            }));
-        }
-    }
-    json!({
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PrometheusRule",
-        "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
-        "spec": {"groups": [{"name": "lvms-storage.rules", "rules": rules}]},
-    })
-}
-
 /// Kustomize image override for the operator: `kustomize edit set image lvms-operator=...`.
 fn manager_kustomization() -> Value {
     let image = operator_image();
@@ -497,7 +395,7 @@ fn crd_descriptions(kind: &str) -> (&'static str, &'static str, Vec<Value>, Vec<
                 widget(
                     "conditions",
                     "Conditions",
-                    "Ready and ResourcesAvailable.",
+                    "ResourcesAvailable and VolumeGroupsReady, with LVMS's reasons.",
                     "urn:alm:descriptor:io.kubernetes.conditions",
                 ),
             ],
@@ -710,12 +608,57 @@ fn bundle_dockerfile() -> String {
     s
 }
 
+fn value<T: serde::Serialize>(obj: &T) -> Value {
+    serde_json::to_value(obj).expect("manifests serialize")
+}
+
+/// The objects of `config/prometheus`, by file name.
+fn monitoring_objects() -> Vec<(String, Value)> {
+    [
+        (
+            "service_monitor.yaml",
+            monitoring::operator_service_monitor(),
+        ),
+        (
+            "vg_manager_service.yaml",
+            value(&monitoring::vg_manager_metrics_service()),
+        ),
+        (
+            "vg_manager_service_monitor.yaml",
+            monitoring::vg_manager_service_monitor(),
+        ),
+        ("role.yaml", value(&monitoring::metrics_role())),
+        (
+            "role_binding.yaml",
+            value(&monitoring::metrics_role_binding()),
+        ),
+        ("prometheus_rule.yaml", monitoring::prometheus_rule()),
+    ]
+    .into_iter()
+    .map(|(file, obj)| (file.to_string(), obj))
+    .collect()
+}
+
+/// An object for `bundle/manifests`: without a namespace (OLM creates it in the one the operator
+/// is installed in), under operator-sdk's file name `<name>_<group>_<version>_<kind>.yaml`.
+pub fn bundle_object(mut obj: Value) -> (String, Value) {
+    if let Some(meta) = obj["metadata"].as_object_mut() {
+        meta.remove("namespace");
+    }
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let api_version = obj["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .replace('/', "_");
+    let kind = obj["kind"].as_str().unwrap_or_default().to_lowercase();
+    (format!("{name}_{api_version}_{kind}.yaml"), obj)
+}
+
 /// One YAML document with the header. Keys are sorted (serde_json maps are BTreeMaps).
 pub fn to_yaml<T: serde::Serialize>(obj: &T) -> String {
-    let value = serde_json::to_value(obj).expect("manifests serialize");
     format!(
         "{HEADER}{}",
-        serde_yaml::to_string(&value).expect("manifests serialize")
+        serde_yaml::to_string(&value(obj)).expect("manifests serialize")
     )
 }
 
@@ -753,31 +696,14 @@ pub fn generate(root: &Path) -> std::io::Result<Vec<(String, String)>> {
         to_yaml(&manager_kustomization()),
     );
 
-    add(
-        "config/prometheus/service_monitor.yaml",
-        to_yaml(&service_monitor()),
-    );
-    add(
-        "config/prometheus/vg_manager_service.yaml",
-        to_yaml(&vg_manager_metrics_service()),
-    );
-    add(
-        "config/prometheus/vg_manager_service_monitor.yaml",
-        to_yaml(&vg_manager_service_monitor()),
-    );
-    add(
-        "config/prometheus/prometheus_rule.yaml",
-        to_yaml(&prometheus_rule()),
-    );
-    add(
-        "config/prometheus/kustomization.yaml",
-        to_yaml(&kustomization(&[
-            "service_monitor.yaml",
-            "vg_manager_service.yaml",
-            "vg_manager_service_monitor.yaml",
-            "prometheus_rule.yaml",
-        ])),
-    );
+    let monitoring = monitoring_objects();
+    for (file, obj) in &monitoring {
+        add(&format!("config/prometheus/{file}"), to_yaml(obj));
+    }
+    let files: Vec<&str> = monitoring.iter().map(|(f, _)| f.as_str()).collect();
+    let mut overlay = kustomization(&files);
+    overlay["namespace"] = json!(NAMESPACE);
+    add("config/prometheus/kustomization.yaml", to_yaml(&overlay));
 
     let crds = crd_files(root)?;
     let bases: Vec<String> = crds.iter().map(|(f, _)| format!("bases/{f}")).collect();
@@ -806,10 +732,13 @@ pub fn generate(root: &Path) -> std::io::Result<Vec<(String, String)>> {
         &format!("bundle/manifests/{NAME}.clusterserviceversion.yaml"),
         to_yaml(&csv(root)?),
     );
-    add(
-        &format!("bundle/manifests/{NAME}-metrics_v1_service.yaml"),
-        to_yaml(&metrics_service()),
-    );
+    // The bundle's other objects, as operator-sdk names and writes them: OLM creates them in
+    // the namespace the operator is installed in, so they carry none.
+    let metrics = value(&metrics_service());
+    for obj in std::iter::once(metrics).chain(monitoring.into_iter().map(|(_, obj)| obj)) {
+        let (file, obj) = bundle_object(obj);
+        add(&format!("bundle/manifests/{file}"), to_yaml(&obj));
+    }
     let annotations: BTreeMap<&str, &str> = bundle_annotations().into_iter().collect();
     add(
         "bundle/metadata/annotations.yaml",

@@ -1,0 +1,236 @@
+//! What Prometheus needs to watch lvms-rs: a Service and a ServiceMonitor for the operator and for
+//! every node's vg-manager (which serves the `topolvm_*` gauges), the RBAC that lets a Prometheus
+//! with namespaced permissions discover them, and the alerts of compat.md. `config/prometheus`
+//! holds them for kustomize; the OLM bundle carries them too, for OpenShift's cluster monitoring.
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use lvms_api::names::VG_MANAGER_NAME;
+use serde_json::{Value, json};
+
+use super::{NAME, NAMESPACE, labels, meta, selector_labels};
+use crate::resources::vg_manager::METRICS_PORT as AGENT_PORT;
+
+/// LVMS's names for the Prometheus RBAC and for the rule object: a cluster moving from LVMS
+/// replaces them rather than keeping a second copy that would fire every alert twice.
+pub const METRICS_RBAC_NAME: &str = "lvms-metrics";
+pub const RULE_NAME: &str = "prometheus-lvmo-rules";
+
+/// Prometheus service accounts that discover targets with namespaced permissions only:
+/// OpenShift's cluster monitoring and kube-prometheus. (kube-prometheus-stack's Prometheus has a
+/// ClusterRole of its own; a binding to an account that does not exist grants nothing.)
+pub const PROMETHEUS_ACCOUNTS: &[(&str, &str)] = &[
+    ("openshift-monitoring", "prometheus-k8s"),
+    ("monitoring", "prometheus-k8s"),
+];
+
+/// Alert thresholds, in percent used: compat.md's "near full" and "critical".
+pub const NEAR_FULL: u32 = 75;
+pub const CRITICAL: u32 = 85;
+/// How long a threshold must be crossed before its alert fires, in minutes.
+pub const FOR_MINUTES: u32 = 5;
+
+fn service_monitor(name: &str, port: &str, selector: Value) -> Value {
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels()},
+        // No namespaceSelector: a ServiceMonitor looks in its own namespace, which is right
+        // wherever the install is (kustomize can move it, OLM puts it in the operator's).
+        "spec": {
+            "endpoints": [{"port": port, "path": "/metrics", "interval": "30s"}],
+            "selector": {"matchLabels": selector},
+        },
+    })
+}
+
+pub fn operator_service_monitor() -> Value {
+    service_monitor(NAME, "metrics", json!(selector_labels()))
+}
+
+/// A Service over the vg-manager pods' metrics port: the `topolvm_*` gauges the alerts read are
+/// served by the agents, not by the operator. Selector and port come from the DaemonSet builder's
+/// own labels and port, so the two cannot drift.
+pub fn vg_manager_metrics_service() -> Service {
+    let mut metadata = meta(&format!("{VG_MANAGER_NAME}-metrics"), true);
+    metadata.labels = Some(crate::resources::labels(VG_MANAGER_NAME));
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            // One endpoint per node agent; nothing to balance.
+            cluster_ip: Some("None".into()),
+            selector: Some(crate::resources::labels(VG_MANAGER_NAME)),
+            ports: Some(vec![ServicePort {
+                name: Some("http-metrics".into()),
+                port: AGENT_PORT,
+                target_port: Some(IntOrString::String("http-metrics".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn vg_manager_service_monitor() -> Value {
+    service_monitor(
+        VG_MANAGER_NAME,
+        "http-metrics",
+        json!(crate::resources::labels(VG_MANAGER_NAME)),
+    )
+}
+
+/// What service discovery reads in the install's namespace: the Services, their endpoints (or
+/// EndpointSlices, with newer prometheus-operator settings) and the pods behind them.
+pub fn metrics_rules() -> Vec<PolicyRule> {
+    let read = || vec!["get".to_string(), "list".into(), "watch".into()];
+    vec![
+        PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["services".into(), "endpoints".into(), "pods".into()]),
+            verbs: read(),
+            ..Default::default()
+        },
+        PolicyRule {
+            api_groups: Some(vec!["discovery.k8s.io".into()]),
+            resources: Some(vec!["endpointslices".into()]),
+            verbs: read(),
+            ..Default::default()
+        },
+    ]
+}
+
+pub fn metrics_role() -> Role {
+    Role {
+        metadata: meta(METRICS_RBAC_NAME, true),
+        rules: Some(metrics_rules()),
+    }
+}
+
+pub fn metrics_role_binding() -> RoleBinding {
+    RoleBinding {
+        metadata: meta(METRICS_RBAC_NAME, true),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: METRICS_RBAC_NAME.into(),
+        },
+        subjects: Some(
+            PROMETHEUS_ACCOUNTS
+                .iter()
+                .map(|(namespace, name)| Subject {
+                    kind: "ServiceAccount".into(),
+                    name: name.to_string(),
+                    namespace: Some(namespace.to_string()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// The used share of a volume group, in percent. Written without `*` so that no manifest holds
+/// one (the wildcard check stays simple).
+const VG_USED: &str =
+    "(100 - topolvm_volumegroup_available_bytes / (topolvm_volumegroup_size_bytes / 100))";
+const THIN_DATA: &str = "topolvm_thinpool_data_percent";
+const THIN_METADATA: &str = "topolvm_thinpool_metadata_percent";
+
+/// PromQL selecting the series whose usage is above `threshold` percent.
+type Above = fn(u32) -> String;
+
+fn vg_above(threshold: u32) -> String {
+    // A thin class's pool takes sizePercent (90 % by default) of its volume group from the first
+    // day, so its VG alone always looks full. There the VG counts only when the pool's data is
+    // above the threshold too (LVMS: "both the volume group and the thin pool"): the pool is
+    // filling and the VG has no room left to grow it. A thick class has no pool series, so
+    // `unless` removes nothing and its VG usage alone decides.
+    format!("{VG_USED} > {threshold} unless on(node, device_class) {THIN_DATA} <= {threshold}")
+}
+
+fn thin_data_above(threshold: u32) -> String {
+    format!("{THIN_DATA} > {threshold}")
+}
+
+fn thin_metadata_above(threshold: u32) -> String {
+    format!("{THIN_METADATA} > {threshold}")
+}
+
+/// (rule group, alert name stem as LVMS names it, what fills up, what to do, the usage test).
+const USAGE_ALERTS: &[(&str, &str, &str, &str, Above)] = &[
+    (
+        "vg-alert.rules",
+        "VolumeGroupUsage",
+        "volume group",
+        "Delete volumes that are no longer needed, or add disks to the device class: vg-manager adds them to the volume group and grows its thin pool.",
+        vg_above,
+    ),
+    (
+        "thin-pool-alert.rules",
+        "ThinPoolDataUsage",
+        "thin pool data",
+        "Delete volumes or snapshots that are no longer needed, or add disks to the device class: the thin pool grows with its volume group. A full pool stops every write to its volumes.",
+        thin_data_above,
+    ),
+    (
+        "thin-pool-alert.rules",
+        "ThinPoolMetaDataUsage",
+        "thin pool metadata",
+        "Delete volumes or snapshots that are no longer needed. Full metadata stops every write to the pool's volumes.",
+        thin_metadata_above,
+    ),
+];
+
+/// The alerts of compat.md, under LVMS's names: volume group, thin pool data and thin pool
+/// metadata usage above 75 % (`…AtThresholdNearFull`, warning) and above 85 %
+/// (`…AtThresholdCritical`, critical) for 5 minutes. The warning stops where the critical alert
+/// starts, as in LVMS, so one condition pages once.
+pub fn prometheus_rule() -> Value {
+    let mut groups: Vec<(&str, Vec<Value>)> = Vec::new();
+    for (group, stem, what, remedy, above) in USAGE_ALERTS {
+        let levels = [
+            (
+                "NearFull",
+                "warning",
+                NEAR_FULL,
+                format!("({}) unless ({})", above(NEAR_FULL), above(CRITICAL)),
+            ),
+            ("Critical", "critical", CRITICAL, above(CRITICAL)),
+        ];
+        for (level, severity, threshold, expr) in levels {
+            let summary = format!(
+                "The {what} of device class {{{{ $labels.device_class }}}} on node {{{{ $labels.node }}}} is more than {threshold}% used."
+            );
+            let rule = json!({
+                "alert": format!("{stem}AtThreshold{level}"),
+                "expr": expr,
+                "for": format!("{FOR_MINUTES}m"),
+                "labels": {"severity": severity},
+                "annotations": {
+                    "summary": summary,
+                    // LVMS's alerts carry `message`; notification templates may read it.
+                    "message": summary,
+                    "description": format!(
+                        "The {what} of device class {{{{ $labels.device_class }}}} on node {{{{ $labels.node }}}} is {{{{ $value | humanize }}}}% used, above {threshold}% for {FOR_MINUTES} minutes. {remedy}"
+                    ),
+                },
+            });
+            match groups.iter_mut().find(|(g, _)| g == group) {
+                Some((_, rules)) => rules.push(rule),
+                None => groups.push((group, vec![rule])),
+            }
+        }
+    }
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(name, rules)| json!({"name": name, "rules": rules}))
+        .collect();
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": RULE_NAME, "namespace": NAMESPACE, "labels": labels()},
+        "spec": {"groups": groups},
+    })
+}
