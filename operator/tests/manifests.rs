@@ -225,9 +225,81 @@ fn alm_examples_are_the_samples() {
             .unwrap(),
     )
     .expect("alm-examples is JSON");
-    let samples = manifests::samples(&root()).unwrap();
+    let mut samples = manifests::samples(&root()).unwrap();
     assert!(samples.len() >= 5);
+    // Without the namespace: the console creates them in the operator's, wherever it is.
+    for s in &mut samples {
+        s["metadata"].as_object_mut().unwrap().remove("namespace");
+    }
     assert_eq!(examples, Value::Array(samples));
+}
+
+/// What the OpenShift console reads from the CSV: the LVMCluster it offers after install, the
+/// namespace it creates (the same as config/default's, labelled for monitoring and privileged
+/// pods), and the owned kinds it hides.
+#[test]
+fn csv_console_annotations() {
+    let csv = csv();
+    let a = &csv["metadata"]["annotations"];
+    let text = a["operatorframework.io/initialization-resource"]
+        .as_str()
+        .unwrap();
+    let init: lvms_api::LVMCluster =
+        serde_json::from_str(text).expect("initialization-resource is an LVMCluster");
+    assert!(init.metadata.namespace.is_none());
+    let examples: Vec<Value> = serde_json::from_str(a["alm-examples"].as_str().unwrap()).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(text).unwrap(), examples[0]);
+    let classes = &init.spec.storage.device_classes;
+    assert!(
+        classes.iter().any(|c| c.default),
+        "it makes a default class"
+    );
+
+    let template: Value = serde_json::from_str(
+        a["operatorframework.io/suggested-namespace-template"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(template, yaml("config/default/namespace.yaml"));
+    assert_eq!(
+        template["metadata"]["name"],
+        a["operatorframework.io/suggested-namespace"]
+    );
+    assert_eq!(
+        template["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+    assert_eq!(a["operatorframework.io/cluster-monitoring"], "true");
+    assert_eq!(
+        template["metadata"]["labels"]["openshift.io/cluster-monitoring"],
+        "true"
+    );
+
+    let internal: Vec<String> = serde_json::from_str(
+        a["operators.operatorframework.io/internal-objects"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let owned: Vec<&str> = csv["spec"]["customresourcedefinitions"]["owned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    let mut hidden: Vec<&str> = owned
+        .iter()
+        .copied()
+        .filter(|n| *n != "lvmclusters.lvm.topolvm.io")
+        .collect();
+    hidden.sort();
+    let mut internal: Vec<&str> = internal.iter().map(String::as_str).collect();
+    internal.sort();
+    assert_eq!(
+        internal, hidden,
+        "every owned kind but LVMCluster is internal"
+    );
 }
 
 fn is_semver(v: &str) -> bool {

@@ -512,7 +512,25 @@ pub fn csv(root: &Path) -> std::io::Result<Value> {
             "statusDescriptors": status,
         }));
     }
-    let examples = serde_json::to_string_pretty(&samples(root)?).map_err(invalid)?;
+    // The console creates examples in the namespace being viewed: the operator's, wherever that is.
+    let mut examples = samples(root)?;
+    for e in &mut examples {
+        if let Some(meta) = e["metadata"].as_object_mut() {
+            meta.remove("namespace");
+        }
+    }
+    // Offered by the console right after install: the first sample, one thin class on every
+    // eligible disk.
+    let initialization = serde_json::to_string_pretty(&examples[0]).map_err(invalid)?;
+    let examples = serde_json::to_string_pretty(&examples).map_err(invalid)?;
+    // Objects the operator and its agents manage; the console hides them from users.
+    let internal: Vec<&str> = owned
+        .iter()
+        .filter(|o| o["kind"] != "LVMCluster")
+        .filter_map(|o| o["name"].as_str())
+        .collect();
+    let internal = serde_json::to_string(&internal).map_err(invalid)?;
+    let namespace_template = serde_json::to_string_pretty(&namespace()).map_err(invalid)?;
     // The operator manages the LVMCluster and every object in its own namespace (POD_NAMESPACE),
     // so an OperatorGroup targeting another namespace would leave it watching the wrong one.
     let install_modes: Vec<Value> = [
@@ -537,8 +555,17 @@ pub fn csv(root: &Path) -> std::io::Result<Value> {
                 "categories": "Storage",
                 "containerImage": operator_image(),
                 "description": "Local storage on LVM: thin pools, snapshots, clones and expansion (LVMS/TopoLVM compatible).",
+                "features.operators.openshift.io/csi": "true",
+                "features.operators.openshift.io/disconnected": "true",
+                // The console labels the namespace for OpenShift's cluster monitoring, which then
+                // reads the bundle's ServiceMonitors and PrometheusRule.
+                "operatorframework.io/cluster-monitoring": "true",
+                "operatorframework.io/initialization-resource": initialization,
                 "operatorframework.io/suggested-namespace": NAMESPACE,
-                "operators.openshift.io/infrastructure-features": "[\"disconnected\"]",
+                // The same namespace as config/default: labelled for privileged pods (vg-manager).
+                "operatorframework.io/suggested-namespace-template": namespace_template,
+                "operators.openshift.io/infrastructure-features": "[\"csi\", \"disconnected\"]",
+                "operators.operatorframework.io/internal-objects": internal,
                 "repository": "https://github.com/lvms-rs/lvms-rs",
                 "support": "lvms-rs",
             },
