@@ -10,7 +10,10 @@ use k8s_openapi::api::core::v1::{
 };
 use lvms_api::LVMCluster;
 
-use super::vg_manager::{CSI_SOCKET, CSI_SOCKET_DIR, HEALTH_PORT, field_env, requests, sidecar};
+use super::vg_manager::{
+    CSI_SOCKET, CSI_SOCKET_DIR, HEALTH_PORT, csi_liveness_probe, field_env, health_port, requests,
+    sidecar,
+};
 use super::{Discovery, labels, owned_meta, rbac::CSI_CONTROLLER_SA, selector_and_template};
 use crate::config::Config;
 
@@ -56,6 +59,8 @@ pub fn deployment(cluster: &LVMCluster, config: &Config, discovery: &Discovery) 
             format!("--csi-socket={CSI_SOCKET}"),
         ]),
         env: Some(vec![field_env("POD_NAMESPACE", "metadata.namespace")]),
+        ports: Some(vec![health_port()]),
+        liveness_probe: Some(csi_liveness_probe()),
         volume_mounts: Some(socket()),
         resources: requests("2m", "20Mi"),
         security_context: Some(restricted.clone()),
@@ -229,6 +234,10 @@ mod tests {
             pod.service_account_name.as_deref(),
             Some("topolvm-controller")
         );
-        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        assert_eq!(
+            pod.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
+        crate::resources::tests::liveness_sidecar_is_probed(&pod);
     }
 }

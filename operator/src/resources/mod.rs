@@ -154,6 +154,38 @@ pub mod tests {
         ThinPoolConfig,
     };
 
+    /// The pod's livenessprobe sidecar serves on the port that another container of the pod
+    /// declares and probes: a sidecar nobody probes restarts nothing.
+    pub fn liveness_sidecar_is_probed(pod: &k8s_openapi::api::core::v1::PodSpec) {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let sidecar = pod
+            .containers
+            .iter()
+            .find(|c| c.name == "liveness-probe")
+            .expect("a livenessprobe sidecar");
+        let endpoint = sidecar
+            .args
+            .iter()
+            .flatten()
+            .find_map(|a| a.strip_prefix("--http-endpoint=:"))
+            .expect("--http-endpoint");
+        let probed = pod.containers.iter().any(|c| {
+            let Some(IntOrString::String(name)) = c
+                .liveness_probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .map(|h| &h.port)
+            else {
+                return false;
+            };
+            c.ports
+                .iter()
+                .flatten()
+                .any(|p| p.name.as_ref() == Some(name) && p.container_port.to_string() == endpoint)
+        });
+        assert!(probed, "no container probes the sidecar's port {endpoint}");
+    }
+
     pub fn selector(key: &str) -> NodeSelector {
         NodeSelector {
             node_selector_terms: vec![NodeSelectorTerm {

@@ -102,6 +102,35 @@ pub(crate) fn requests(cpu: &str, memory: &str) -> Option<ResourceRequirements> 
     })
 }
 
+/// The port the livenessprobe sidecar serves, declared by the container it probes (a probe's
+/// named port is looked up in its own container).
+pub(crate) fn health_port() -> ContainerPort {
+    ContainerPort {
+        name: Some("healthz".into()),
+        container_port: HEALTH_PORT,
+        ..Default::default()
+    }
+}
+
+/// Liveness of a CSI server: the livenessprobe sidecar answers /healthz by calling the driver's
+/// Probe over its socket, so a server that stopped answering gRPC is restarted. (The agent's
+/// own /healthz only shows that its HTTP thread runs.)
+pub(crate) fn csi_liveness_probe() -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/healthz".into()),
+            port: IntOrString::String("healthz".into()),
+            ..Default::default()
+        }),
+        // The socket appears once the service has started: 10 s + 3 × 30 s before a restart.
+        initial_delay_seconds: Some(10),
+        period_seconds: Some(30),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(3),
+        ..Default::default()
+    }
+}
+
 pub(crate) fn sidecar(
     name: &str,
     image: &str,
@@ -144,26 +173,9 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
                 container_port: METRICS_PORT,
                 ..Default::default()
             },
-            ContainerPort {
-                name: Some("healthz".into()),
-                container_port: HEALTH_PORT,
-                ..Default::default()
-            },
+            health_port(),
         ]),
-        // The agent's own /healthz: it answers while its loop runs. (The livenessprobe sidecar
-        // checks the CSI socket, for the CSI node service.)
-        liveness_probe: Some(Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some("/healthz".into()),
-                port: IntOrString::String("http-metrics".into()),
-                ..Default::default()
-            }),
-            initial_delay_seconds: Some(10),
-            period_seconds: Some(30),
-            timeout_seconds: Some(5),
-            failure_threshold: Some(3),
-            ..Default::default()
-        }),
+        liveness_probe: Some(csi_liveness_probe()),
         // The image's lvm2 works on the host's devices with the host's udev database, VG locks
         // (/run/lock/lvm: host and pod commands must exclude each other), lvm2 runtime state and
         // configuration (a host devices file in /etc/lvm must be honoured); what cannot be
@@ -398,7 +410,7 @@ mod tests {
         );
         let reg = &p.containers[1];
         assert!(reg.args.as_ref().unwrap().contains(&"--kubelet-registration-path=/var/lib/kubelet/plugins/topolvm.io/node/csi-topolvm.sock".to_string()));
-        let vols = p.volumes.unwrap();
+        let vols = p.volumes.clone().unwrap();
         let reg_dir = vols.iter().find(|v| v.name == "registration-dir").unwrap();
         assert_eq!(
             reg_dir.host_path.as_ref().unwrap().path,
@@ -424,11 +436,9 @@ mod tests {
             .unwrap();
         assert_eq!(
             (probe.path.as_deref(), &probe.port),
-            (
-                Some("/healthz"),
-                &IntOrString::String("http-metrics".into())
-            )
+            (Some("/healthz"), &IntOrString::String("healthz".into()))
         );
+        crate::resources::tests::liveness_sidecar_is_probed(&p);
         let port = agent
             .ports
             .as_ref()
