@@ -62,7 +62,13 @@ deploy: ## Install CRDs, RBAC and the operator into openshift-storage of the $KU
 	fi
 	@echo "now create an LVMCluster, e.g. kubectl apply -f config/samples/lvm_v1alpha1_lvmcluster.yaml"
 
-undeploy: ## Remove what `make deploy` installed (delete every LVMCluster first)
+# Refused while an LVMCluster exists: without the operator its finalizers are never released,
+# so the CRDs and the namespace would hang in deletion and every node would keep its VG.
+undeploy: ## Remove what `make deploy` installed; refused while an LVMCluster exists (delete it first)
+	@if [ -n "$$(kubectl get lvmclusters.lvm.topolvm.io -A -o name 2>/dev/null)" ]; then \
+		echo "make undeploy: an LVMCluster exists; delete it and wait until it is gone (kubectl delete lvmcluster --all -n $(NAMESPACE) --wait), then run make undeploy again" >&2; \
+		exit 1; \
+	fi
 	@if kubectl get crd $(MONITORING_CRDS) >/dev/null 2>&1; then \
 		kubectl delete -k config/prometheus --ignore-not-found; \
 	fi
