@@ -852,9 +852,85 @@ where
     }
 }
 
+/// The samples of metric `name` in a Prometheus or OpenMetrics text exposition, as (labels,
+/// value). Label values are taken as written (the agent's node and class names need no escapes).
+pub fn metric_samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once('}') {
+                Some((labels, value)) => (labels, value),
+                None => continue,
+            },
+            None if rest.starts_with(' ') => ("", rest),
+            None => continue, // another metric whose name starts with `name`
+        };
+        let Some(Ok(value)) = value.split_whitespace().next().map(str::parse::<f64>) else {
+            continue;
+        };
+        let labels = labels
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+            .collect();
+        out.push((labels, value));
+    }
+    out
+}
+
+/// The value of `name` for one node and device class, if served.
+pub fn class_metric(text: &str, name: &str, node: &str, class: &str) -> Option<f64> {
+    metric_samples(text, name)
+        .into_iter()
+        .find(|(l, _)| {
+            l.get("node").map(String::as_str) == Some(node)
+                && l.get("device_class").map(String::as_str) == Some(class)
+        })
+        .map(|(_, v)| v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_agents_gauges() {
+        let text = "# HELP topolvm_volumegroup_size_bytes LVM VG size in bytes.\n\
+            # TYPE topolvm_volumegroup_size_bytes gauge\n\
+            topolvm_volumegroup_size_bytes{node=\"w1\",device_class=\"vg1\"} 2143289344\n\
+            topolvm_volumegroup_size_bytes{node=\"w1\",device_class=\"thick\"} 1073741824\n\
+            topolvm_volumegroup_size_bytes_other{node=\"w1\",device_class=\"vg1\"} 1\n\
+            topolvm_thinpool_data_percent{node=\"w1\",device_class=\"vg1\"} 12.5\n\
+            vg_manager_passes_total 7\n\
+            # EOF\n";
+        assert_eq!(
+            class_metric(text, "topolvm_volumegroup_size_bytes", "w1", "vg1"),
+            Some(2143289344.0)
+        );
+        assert_eq!(
+            class_metric(text, "topolvm_volumegroup_size_bytes", "w1", "thick"),
+            Some(1073741824.0)
+        );
+        assert_eq!(
+            class_metric(text, "topolvm_thinpool_data_percent", "w1", "vg1"),
+            Some(12.5)
+        );
+        assert_eq!(
+            class_metric(text, "topolvm_volumegroup_size_bytes", "w2", "vg1"),
+            None
+        );
+        assert_eq!(
+            metric_samples(text, "topolvm_volumegroup_size_bytes").len(),
+            2
+        );
+        let passes = metric_samples(text, "vg_manager_passes_total");
+        assert_eq!(passes.len(), 1);
+        assert!(passes[0].0.is_empty());
+        assert_eq!(passes[0].1, 7.0);
+    }
 
     #[test]
     fn skips_without_flag_or_kubeconfig() {

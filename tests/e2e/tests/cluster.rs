@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 
 use e2e::*;
-use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use lvms_api::names::{CSI_DRIVER_NAME, DEVICE_CLASS_PARAMETER, FSTYPE_PARAMETER};
-use lvms_api::{LVMCluster, LVMVolumeGroup, LogicalVolume};
+use lvms_api::{LVMCluster, LVMVolumeGroup, LogicalVolume, VGStatusType};
 use serde_json::json;
 
 macro_rules! env_or_skip {
@@ -79,6 +79,85 @@ async fn lvmcluster_becomes_ready() {
     assert_eq!(spec.attach_required, Some(false));
     assert_eq!(spec.pod_info_on_mount, Some(true));
     assert_eq!(spec.storage_capacity, Some(true));
+}
+
+/// Every vg-manager serves, for each class Ready on its node, the `topolvm_*` gauges the alerts
+/// of config/prometheus read, under the labels they group by; read through the API server's pod
+/// proxy, as a scrape would.
+#[tokio::test]
+async fn metrics_feed_the_alerts() {
+    let env = env_or_skip!("metrics_feed_the_alerts");
+    let c = expect_cluster(env.ensure_cluster().await);
+    let thin: Vec<String> = env
+        .classes()
+        .into_iter()
+        .filter(|c| c.thin_pool_config.is_some())
+        .map(|c| c.name)
+        .collect();
+    let pods: Api<Pod> = env.api();
+    let agents = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=vg-manager"))
+        .await
+        .expect("listing vg-manager pods");
+    let mut checked = 0;
+    for pod in agents.items {
+        let name = pod.name_any();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let Some(node) = spec.node_name.clone() else {
+            continue;
+        };
+        let port = spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some("http-metrics"))
+            .map(|p| p.container_port)
+            .unwrap_or_else(|| panic!("pod {name} names no http-metrics port"));
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{name}:{port}/proxy/metrics",
+            env.namespace
+        );
+        let text = env
+            .client
+            .request_text(http::Request::get(&path).body(Vec::new()).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let ready = c
+            .status
+            .iter()
+            .flat_map(|s| &s.device_class_statuses)
+            .filter(|d| {
+                d.node_status
+                    .iter()
+                    .any(|n| n.node == node && n.status.status == VGStatusType::Ready)
+            })
+            .map(|d| d.name.clone());
+        for class in ready {
+            let get = |metric: &str| {
+                class_metric(&text, metric, &node, &class)
+                    .unwrap_or_else(|| panic!("{name} serves no {metric} for {node}/{class}"))
+            };
+            let size = get("topolvm_volumegroup_size_bytes");
+            let available = get("topolvm_volumegroup_available_bytes");
+            assert!(
+                size > 0.0 && (0.0..=size).contains(&available),
+                "{node}/{class}: VG {available} of {size}"
+            );
+            if thin.contains(&class) {
+                assert!(get("topolvm_thinpool_size_bytes") > 0.0, "{node}/{class}");
+                for metric in [
+                    "topolvm_thinpool_data_percent",
+                    "topolvm_thinpool_metadata_percent",
+                ] {
+                    let v = get(metric);
+                    assert!((0.0..=100.0).contains(&v), "{node}/{class}: {metric} {v}");
+                }
+                get("topolvm_thinpool_overprovisioned_available");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no vg-manager served a Ready class");
 }
 
 #[tokio::test]
