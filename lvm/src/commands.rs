@@ -318,6 +318,26 @@ impl Lvm {
         }
     }
 
+    /// Grows the metadata of thin pool `vg/pool` to `size` bytes (lvm2 grows the pool metadata
+    /// spare with it). Already that large is success; metadata never shrinks.
+    pub fn extend_pool_metadata(&self, vg: &str, pool: &str, size: u64) -> Result<(), Error> {
+        check_name("volume group", vg)?;
+        check_name("logical volume", pool)?;
+        match self.lvm(vec![
+            s("lvextend"),
+            s("--poolmetadatasize"),
+            bytes_arg(size)?,
+            format!("{vg}/{pool}"),
+        ]) {
+            Err(Error::Command { stderr, .. })
+                if stderr.contains("matches existing size") || stderr.contains("less than") =>
+            {
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
+
     /// Grows `vg/name` to `percent` of the volume group (a thin pool after the VG grew). Already
     /// that large is success.
     pub fn extend_to_percent(&self, vg: &str, name: &str, percent: u8) -> Result<(), Error> {

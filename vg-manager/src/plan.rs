@@ -33,6 +33,11 @@ pub enum Step {
         name: String,
         size_percent: u8,
     },
+    /// Grow the thin pool's metadata to a metadataSize that was raised (Static policy).
+    ExtendThinPoolMetadata {
+        name: String,
+        size: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -222,6 +227,18 @@ pub fn plan(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan {
                         size_percent: tp.size_percent.clamp(1, 100) as u8,
                     });
                 }
+                // metadataSize may only grow (a CRD rule); a raised one is applied to the pool
+                // that exists. lvm2 rounds up to whole extents, so a converged pool is at least
+                // as large and plans nothing.
+                if let (Some(want), Some(have)) =
+                    (thin_pool_spec(tp).metadata_size, lv.metadata_size)
+                    && have < want
+                {
+                    steps.push(Step::ExtendThinPoolMetadata {
+                        name: tp.name.clone(),
+                        size: want,
+                    });
+                }
             }
             None => steps.push(Step::CreateThinPool(thin_pool_spec(tp))),
         }
@@ -294,6 +311,9 @@ pub fn apply(lvm: &Lvm, name: &str, steps: &[Step]) -> Result<(), String> {
                 name: pool,
                 size_percent,
             } => lvm.extend_to_percent(name, pool, *size_percent),
+            Step::ExtendThinPoolMetadata { name: pool, size } => {
+                lvm.extend_pool_metadata(name, pool, *size)
+            }
         };
         result.map_err(|e| format!("{step:?}: {e}"))?;
     }
@@ -530,6 +550,50 @@ mod tests {
             &r,
         );
         assert_eq!(p.status.status, VGStatusType::Degraded);
+    }
+
+    #[test]
+    fn a_raised_metadata_size_grows_the_pools_metadata() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let devices = [disk("/dev/sdb", "LVM2_member")];
+        let mut r = report_with_vg(&[OWNER_TAG], true);
+        r.lvs[0].metadata_size = Some(1 << 30);
+        let with = |policy, size: Option<&str>| {
+            let mut spec = thin_spec(None, None);
+            let tp = spec.thin_pool_config.as_mut().unwrap();
+            tp.metadata_size_calculation_policy = policy;
+            tp.metadata_size = size.map(|s| Quantity(s.into()));
+            spec
+        };
+        let static_ = MetadataSizeCalculationPolicy::Static;
+        assert_eq!(run(&with(static_, Some("1Gi")), &devices, &r).steps, []);
+        assert_eq!(
+            run(&with(static_, None), &devices, &r).steps,
+            [],
+            "the default (1Gi) is what the pool has"
+        );
+        assert_eq!(
+            run(&with(static_, Some("2Gi")), &devices, &r).steps,
+            [Step::ExtendThinPoolMetadata {
+                name: "pool".into(),
+                size: 2 << 30
+            }]
+        );
+        assert_eq!(
+            run(&with(static_, Some("512Mi")), &devices, &r).steps,
+            [],
+            "never shrinks"
+        );
+        assert_eq!(
+            run(
+                &with(MetadataSizeCalculationPolicy::Host, Some("2Gi")),
+                &devices,
+                &r
+            )
+            .steps,
+            [],
+            "the Host policy leaves the size to lvm2"
+        );
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! The volume group planner and its steps on real LVM in the guest: blank disks become a tagged
-//! VG and thin pool, a second plan is empty, a new disk extends the VG, a disk with data is never
-//! touched, and a foreign VG of the same name is left alone.
+//! VG and thin pool, a second plan is empty, a new disk extends the VG, a raised metadataSize
+//! grows the pool's metadata, a disk with data is never touched, and a foreign VG of the same
+//! name is left alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::sync::Arc;
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use lvm::{Exec, Lvm, Mode, lsblk};
-use lvms_api::{DeviceSelector, LVMVolumeGroupSpec, ThinPoolConfig, VGStatusType};
+use lvms_api::{
+    DeviceSelector, LVMVolumeGroupSpec, MetadataSizeCalculationPolicy, ThinPoolConfig, VGStatusType,
+};
 use vg_manager::plan::{OWNER_TAG, Observed, Plan, Step, apply, plan};
 use vm_test::Disk;
 
@@ -142,6 +146,41 @@ fn planner_builds_extends_and_refuses_on_real_lvm() {
         [],
         "and then nothing is left to do"
     );
+
+    // A raised metadataSize (Static policy) grows the metadata of the pool that exists.
+    let before = r.lv("vg1", "thin-pool-1").unwrap().metadata_size.unwrap();
+    let mut bigger = three.clone();
+    let tp = bigger.thin_pool_config.as_mut().unwrap();
+    tp.metadata_size_calculation_policy = MetadataSizeCalculationPolicy::Static;
+    tp.metadata_size = Some(Quantity("64Mi".into()));
+    assert!(before < 64 << 20, "lvm2 chose {before} bytes of metadata");
+    let p = observe(&runner, &lvm, "vg1", &bigger);
+    assert_eq!(
+        p.steps,
+        [Step::ExtendThinPoolMetadata {
+            name: "thin-pool-1".into(),
+            size: 64 << 20
+        }]
+    );
+    apply(&lvm, "vg1", &p.steps).unwrap();
+    let after = lvm
+        .report()
+        .unwrap()
+        .lv("vg1", "thin-pool-1")
+        .unwrap()
+        .metadata_size
+        .unwrap();
+    assert!(after >= 64 << 20, "metadata {before} -> {after} bytes");
+    assert_eq!(observe(&runner, &lvm, "vg1", &bigger).steps, []);
+    apply(
+        &lvm,
+        "vg1",
+        &[Step::ExtendThinPoolMetadata {
+            name: "thin-pool-1".into(),
+            size: 64 << 20,
+        }],
+    )
+    .expect("growing to the size it has is success");
 
     // A required disk with a filesystem: Failed, and the xfs is still there.
     let p = observe(&runner, &lvm, "vg2", &spec(&["/dev/vdc"]));

@@ -178,7 +178,7 @@ const USAGE_ALERTS: &[(&str, &str, &str, &str, Above)] = &[
         "thin-pool-alert.rules",
         "ThinPoolMetaDataUsage",
         "thin pool metadata",
-        "Delete volumes or snapshots that are no longer needed. Full metadata stops every write to the pool's volumes.",
+        "Delete volumes or snapshots that are no longer needed, or raise the class's metadataSize (metadataSizeCalculationPolicy Static): vg-manager grows the pool's metadata from the volume group's free space. Full metadata stops every write to the pool's volumes.",
         thin_metadata_above,
     ),
 ];
