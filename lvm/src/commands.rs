@@ -300,67 +300,50 @@ impl Lvm {
             .map(drop)
     }
 
-    /// Grows `vg/name` to `size` bytes. Growing to the current size succeeds (idempotent);
-    /// shrinking is refused.
-    pub fn extend(&self, vg: &str, name: &str, size: u64) -> Result<(), Error> {
+    /// `lvextend FLAG VALUE vg/name`, where a volume already of that size is success, and with
+    /// `larger_ok` one already larger too.
+    fn lvextend(
+        &self,
+        vg: &str,
+        name: &str,
+        flag: &str,
+        value: String,
+        larger_ok: bool,
+    ) -> Result<(), Error> {
         check_name("volume group", vg)?;
         check_name("logical volume", name)?;
-        match self.lvm(vec![
-            s("lvextend"),
-            s("--size"),
-            bytes_arg(size)?,
-            format!("{vg}/{name}"),
-        ]) {
-            Err(Error::Command { stderr, .. }) if stderr.contains("matches existing size") => {
+        match self.lvm(vec![s("lvextend"), s(flag), value, format!("{vg}/{name}")]) {
+            Err(Error::Command { stderr, .. })
+                if stderr.contains("matches existing size")
+                    || (larger_ok && stderr.contains("less than")) =>
+            {
                 Ok(())
             }
             other => other.map(drop),
         }
+    }
+
+    /// Grows `vg/name` to `size` bytes. Growing to the current size succeeds (idempotent);
+    /// shrinking is refused.
+    pub fn extend(&self, vg: &str, name: &str, size: u64) -> Result<(), Error> {
+        self.lvextend(vg, name, "--size", bytes_arg(size)?, false)
     }
 
     /// Grows the metadata of thin pool `vg/pool` to `size` bytes (lvm2 grows the pool metadata
     /// spare with it). Already that large is success; metadata never shrinks.
     pub fn extend_pool_metadata(&self, vg: &str, pool: &str, size: u64) -> Result<(), Error> {
-        check_name("volume group", vg)?;
-        check_name("logical volume", pool)?;
-        match self.lvm(vec![
-            s("lvextend"),
-            s("--poolmetadatasize"),
-            bytes_arg(size)?,
-            format!("{vg}/{pool}"),
-        ]) {
-            Err(Error::Command { stderr, .. })
-                if stderr.contains("matches existing size") || stderr.contains("less than") =>
-            {
-                Ok(())
-            }
-            other => other.map(drop),
-        }
+        self.lvextend(vg, pool, "--poolmetadatasize", bytes_arg(size)?, true)
     }
 
     /// Grows `vg/name` to `percent` of the volume group (a thin pool after the VG grew). Already
     /// that large is success.
     pub fn extend_to_percent(&self, vg: &str, name: &str, percent: u8) -> Result<(), Error> {
-        check_name("volume group", vg)?;
-        check_name("logical volume", name)?;
         if !(1..=100).contains(&percent) {
             return Err(Error::Invalid(format!(
                 "percent {percent} is not in 1..=100"
             )));
         }
-        match self.lvm(vec![
-            s("lvextend"),
-            s("--extents"),
-            format!("{percent}%VG"),
-            format!("{vg}/{name}"),
-        ]) {
-            Err(Error::Command { stderr, .. })
-                if stderr.contains("matches existing size") || stderr.contains("less than") =>
-            {
-                Ok(())
-            }
-            other => other.map(drop),
-        }
+        self.lvextend(vg, name, "--extents", format!("{percent}%VG"), true)
     }
 
     pub fn remove(&self, vg: &str, name: &str) -> Result<(), Error> {
