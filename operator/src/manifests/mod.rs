@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, Namespace, PodSecurityContext,
     PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
-    Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -260,24 +259,6 @@ pub fn deployment() -> Deployment {
     Deployment {
         metadata: meta(NAME, true),
         spec: Some(deployment_spec()),
-        ..Default::default()
-    }
-}
-
-pub fn metrics_service() -> Service {
-    Service {
-        metadata: meta(&format!("{NAME}-metrics"), true),
-        spec: Some(ServiceSpec {
-            selector: Some(selector_labels()),
-            ports: Some(vec![ServicePort {
-                name: Some("metrics".into()),
-                port: METRICS_PORT,
-                target_port: Some(IntOrString::String("metrics".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
         ..Default::default()
     }
 }
@@ -717,7 +698,10 @@ pub fn generate(root: &Path) -> std::io::Result<Vec<(String, String)>> {
     );
 
     add("config/manager/deployment.yaml", to_yaml(&deployment()));
-    add("config/manager/service.yaml", to_yaml(&metrics_service()));
+    add(
+        "config/manager/service.yaml",
+        to_yaml(&monitoring::operator_metrics_service()),
+    );
     add(
         "config/manager/kustomization.yaml",
         to_yaml(&manager_kustomization()),
@@ -761,7 +745,7 @@ pub fn generate(root: &Path) -> std::io::Result<Vec<(String, String)>> {
     );
     // The bundle's other objects, as operator-sdk names and writes them: OLM creates them in
     // the namespace the operator is installed in, so they carry none.
-    let metrics = value(&metrics_service());
+    let metrics = value(&monitoring::operator_metrics_service());
     for obj in std::iter::once(metrics).chain(monitoring.into_iter().map(|(_, obj)| obj)) {
         let (file, obj) = bundle_object(obj);
         add(&format!("bundle/manifests/{file}"), to_yaml(&obj));

@@ -3,13 +3,16 @@
 //! with namespaced permissions discover them, and the alerts of compat.md. `config/prometheus`
 //! holds them for kustomize; the OLM bundle carries them too, for OpenShift's cluster monitoring.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use lvms_api::names::VG_MANAGER_NAME;
 use serde_json::{Value, json};
 
-use super::{NAME, NAMESPACE, labels, meta, selector_labels};
+use super::{METRICS_PORT, NAME, NAMESPACE, labels, meta, selector_labels};
 use crate::resources::vg_manager::METRICS_PORT as AGENT_PORT;
 
 /// LVMS's names for the Prometheus RBAC and for the rule object: a cluster moving from LVMS
@@ -49,22 +52,23 @@ pub fn operator_service_monitor() -> Value {
     service_monitor(NAME, "metrics", json!(selector_labels()))
 }
 
-/// A Service over the vg-manager pods' metrics port: the `topolvm_*` gauges the alerts read are
-/// served by the agents, not by the operator. Selector and port come from the DaemonSet builder's
-/// own labels and port, so the two cannot drift.
-pub fn vg_manager_metrics_service() -> Service {
-    let mut metadata = meta(&format!("{VG_MANAGER_NAME}-metrics"), true);
-    metadata.labels = Some(crate::resources::labels(VG_MANAGER_NAME));
+/// A Service over the metrics port `port_name` (number `port`) of the pods `selector` picks.
+fn metrics_service(
+    metadata: ObjectMeta,
+    selector: BTreeMap<String, String>,
+    port_name: &str,
+    port: i32,
+    headless: bool,
+) -> Service {
     Service {
         metadata,
         spec: Some(ServiceSpec {
-            // One endpoint per node agent; nothing to balance.
-            cluster_ip: Some("None".into()),
-            selector: Some(crate::resources::labels(VG_MANAGER_NAME)),
+            cluster_ip: headless.then(|| "None".into()),
+            selector: Some(selector),
             ports: Some(vec![ServicePort {
-                name: Some("http-metrics".into()),
-                port: AGENT_PORT,
-                target_port: Some(IntOrString::String("http-metrics".into())),
+                name: Some(port_name.into()),
+                port,
+                target_port: Some(IntOrString::String(port_name.into())),
                 protocol: Some("TCP".into()),
                 ..Default::default()
             }]),
@@ -72,6 +76,33 @@ pub fn vg_manager_metrics_service() -> Service {
         }),
         ..Default::default()
     }
+}
+
+/// The operator's metrics Service (`config/manager`, and the bundle).
+pub fn operator_metrics_service() -> Service {
+    metrics_service(
+        meta(&format!("{NAME}-metrics"), true),
+        selector_labels(),
+        "metrics",
+        METRICS_PORT,
+        false,
+    )
+}
+
+/// A Service over the vg-manager pods' metrics port: the `topolvm_*` gauges the alerts read are
+/// served by the agents, not by the operator. Selector and port come from the DaemonSet builder's
+/// own labels and port, so the two cannot drift. Headless: one endpoint per node agent, nothing
+/// to balance.
+pub fn vg_manager_metrics_service() -> Service {
+    let mut metadata = meta(&format!("{VG_MANAGER_NAME}-metrics"), true);
+    metadata.labels = Some(crate::resources::labels(VG_MANAGER_NAME));
+    metrics_service(
+        metadata,
+        crate::resources::labels(VG_MANAGER_NAME),
+        "http-metrics",
+        AGENT_PORT,
+        true,
+    )
 }
 
 pub fn vg_manager_service_monitor() -> Value {
