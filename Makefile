@@ -53,8 +53,16 @@ bundle: manifests ## The OLM bundle (bundle/, bundle.Dockerfile); same as `make 
 # The monitoring overlay needs prometheus-operator's CRDs; without them it is skipped, not failed.
 MONITORING_CRDS := servicemonitors.monitoring.coreos.com prometheusrules.monitoring.coreos.com
 
-deploy: ## Install CRDs, RBAC and the operator into openshift-storage of the $KUBECONFIG cluster (kustomize), and the alerts where prometheus-operator runs
-	kubectl apply --server-side -k config/default
+# The images the generated manifests name (config/manager, RELATED_IMAGE_VG_MANAGER); make deploy
+# puts $(IMG_OPERATOR) and $(IMG_VG_MANAGER) in their place (operator/tests/deploy.rs keeps these
+# equal to the generator's).
+MANIFEST_IMG_OPERATOR := ghcr.io/lvms-rs/lvms-operator:v0.1.0
+MANIFEST_IMG_VG_MANAGER := ghcr.io/lvms-rs/vg-manager:v0.1.0
+
+deploy: ## Install CRDs, RBAC and the operator (images IMG_OPERATOR, IMG_VG_MANAGER) into openshift-storage of the $KUBECONFIG cluster, and the alerts where prometheus-operator runs
+	set -o pipefail; kubectl kustomize config/default \
+		| sed -e 's|$(MANIFEST_IMG_OPERATOR)|$(IMG_OPERATOR)|' -e 's|$(MANIFEST_IMG_VG_MANAGER)|$(IMG_VG_MANAGER)|' \
+		| kubectl apply --server-side -f -
 	@if kubectl get crd $(MONITORING_CRDS) >/dev/null 2>&1; then \
 		kubectl apply --server-side -k config/prometheus; \
 	else \
@@ -89,11 +97,17 @@ IMAGE_TAG ?= v0.1.0
 IMG_OPERATOR ?= ghcr.io/lvms-rs/lvms-operator:$(IMAGE_TAG)
 IMG_VG_MANAGER ?= ghcr.io/lvms-rs/vg-manager:$(IMAGE_TAG)
 
-.PHONY: images
-images: ## Build the lvms-operator and vg-manager images with podman or docker (IMG_OPERATOR, IMG_VG_MANAGER)
+.PHONY: images push container-engine
+container-engine:
 	@if [ -z "$(CONTAINER_ENGINE)" ]; then \
-		echo "make images: no container engine found; install podman or docker, or set CONTAINER_ENGINE=..." >&2; \
+		echo "make: no container engine found; install podman or docker, or set CONTAINER_ENGINE=..." >&2; \
 		exit 1; \
 	fi
+
+images: container-engine ## Build the lvms-operator and vg-manager images with podman or docker (IMG_OPERATOR, IMG_VG_MANAGER)
 	$(CONTAINER_ENGINE) build -f images/lvms-operator.Dockerfile -t $(IMG_OPERATOR) .
 	$(CONTAINER_ENGINE) build -f images/vg-manager.Dockerfile -t $(IMG_VG_MANAGER) .
+
+push: container-engine ## Push the two images (IMG_OPERATOR, IMG_VG_MANAGER) with podman or docker
+	$(CONTAINER_ENGINE) push $(IMG_OPERATOR)
+	$(CONTAINER_ENGINE) push $(IMG_VG_MANAGER)
