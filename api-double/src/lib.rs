@@ -128,6 +128,31 @@ fn ok(v: &Value) -> Response<ResponseBody> {
 }
 
 /// RFC 7386 JSON merge patch.
+/// Whether two versions of an object hold the same thing: everything but the resourceVersion,
+/// with a field set to null the same as an absent one.
+fn same_object(a: &Value, b: &Value) -> bool {
+    fn normal(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), normal(v)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(normal).collect()),
+            other => other.clone(),
+        }
+    }
+    let strip = |v: &Value| {
+        let mut v = normal(v);
+        if let Some(m) = v["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
 pub fn merge(target: &mut Value, patch: &Value) {
     match patch {
         Value::Object(p) => {
@@ -389,6 +414,12 @@ impl ApiDouble {
     /// status changed), and removes it when it is deleting and has no finalizer left.
     fn store(st: &mut State, key: Key, mut obj: Value) {
         let old = st.objects.get(&key).cloned();
+        // A write that changes nothing is no write, as in the API server: the resourceVersion
+        // stays and no watch event goes out. (Otherwise a controller that re-applies the
+        // objects it watches would wake itself for ever.)
+        if old.as_ref().is_some_and(|old| same_object(old, &obj)) {
+            return;
+        }
         st.resource_version += 1;
         obj["metadata"]["resourceVersion"] = json!(st.resource_version.to_string());
         if let Some(old) = &old {

@@ -616,6 +616,50 @@ async fn every_mutation_emits_its_event() {
     quiet(&mut events).await;
 }
 
+/// As in the API server, a write that changes nothing (a re-apply of the same object, an empty
+/// merge patch, a replace with what is stored) keeps the resourceVersion and emits no event: a
+/// controller that re-applies what it watches must not wake itself.
+#[tokio::test]
+async fn writes_that_change_nothing_are_silent() {
+    let api = ApiDouble::new();
+    let cms: Api<ConfigMap> = Api::namespaced(api.client(), "default");
+    let pp = PatchParams::apply("test").force();
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "1"}});
+    let created = cms.patch("a", &pp, &Patch::Apply(&body)).await.unwrap();
+    let mut events = open(
+        &cms,
+        &WatchParams::default(),
+        &created.resource_version().unwrap(),
+    )
+    .await;
+
+    let again = cms.patch("a", &pp, &Patch::Apply(&body)).await.unwrap();
+    assert_eq!(again.resource_version(), created.resource_version());
+    let merged = cms
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": "1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(merged.resource_version(), created.resource_version());
+    let replaced = cms
+        .replace("a", &PostParams::default(), &created)
+        .await
+        .unwrap();
+    assert_eq!(replaced.resource_version(), created.resource_version());
+    quiet(&mut events).await;
+
+    // A real change still is one.
+    let changed = cms
+        .patch("a", &pp, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "2"}})))
+        .await
+        .unwrap();
+    assert!(rv(&changed) > rv(&created));
+    assert_eq!(next_named(&mut events).await, ("MODIFIED", "a".into()));
+}
+
 #[tokio::test]
 async fn a_watcher_that_falls_behind_catches_up_from_history() {
     let api = ApiDouble::new();

@@ -279,12 +279,25 @@ async fn full_lifecycle() {
     h.reconcile("lvmcluster").await;
     assert_eq!(h.state("lvmcluster"), (Some("Ready".into()), true));
 
-    // A second pass changes nothing (idempotent), the status included.
+    // A second pass changes nothing (idempotent), and does not even send the status: it is
+    // written only when it changes. (The double, like the API server, ignores no-op writes, so
+    // the requests are what proves it.)
     let before = h.api.get(CLUSTERS, Some(NS), "lvmcluster").unwrap();
+    let seen = h.api.requests().len();
     h.reconcile("lvmcluster").await;
     assert_eq!(
         h.api.get(CLUSTERS, Some(NS), "lvmcluster").unwrap()["metadata"]["resourceVersion"],
         before["metadata"]["resourceVersion"]
+    );
+    let status_writes: Vec<String> = h.api.requests()[seen..]
+        .iter()
+        .filter(|r| !r.starts_with("GET") && r.contains("/lvmclusters/lvmcluster/status"))
+        .cloned()
+        .collect();
+    assert!(status_writes.is_empty(), "{status_writes:?}");
+    assert!(
+        h.api.requests().len() > seen,
+        "the pass did run (it re-applies its objects)"
     );
 
     // Add a class.
