@@ -127,7 +127,6 @@ fn ok(v: &Value) -> Response<ResponseBody> {
     json_response(StatusCode::OK, v)
 }
 
-/// RFC 7386 JSON merge patch.
 /// Whether two versions of an object hold the same thing: everything but the resourceVersion,
 /// with a field set to null the same as an absent one.
 fn same_object(a: &Value, b: &Value) -> bool {
@@ -153,6 +152,7 @@ fn same_object(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
+/// RFC 7386 JSON merge patch.
 pub fn merge(target: &mut Value, patch: &Value) {
     match patch {
         Value::Object(p) => {
