@@ -626,24 +626,29 @@ fn prometheus_rbac_is_read_only_discovery() {
     );
 }
 
-#[test]
-fn kustomize_renders_the_default_install() {
+/// The documents `kubectl kustomize DIR` renders (DIR relative to the repository root).
+fn kustomize(dir: &str) -> Vec<Value> {
     let out = Command::new("kubectl")
         .args(["kustomize"])
-        .arg(root().join("config/default"))
+        .arg(root().join(dir))
         .output()
         .unwrap_or_else(|e| {
             panic!("kubectl with kustomize is required to test config/ (the machine image ships it): {e}")
         });
     assert!(
         out.status.success(),
-        "kubectl kustomize config/default: {}",
+        "kubectl kustomize {dir}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+    serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn kustomize_renders_the_default_install() {
+    let docs = kustomize("config/default");
     let count = |kind: &str| docs.iter().filter(|d| d["kind"] == kind).count();
     assert_eq!(count("CustomResourceDefinition"), 4);
     assert_eq!(count("Namespace"), 1);
@@ -669,20 +674,7 @@ fn kustomize_renders_the_default_install() {
 
 #[test]
 fn kustomize_renders_the_prometheus_overlay() {
-    let out = Command::new("kubectl")
-        .args(["kustomize"])
-        .arg(root().join("config/prometheus"))
-        .output()
-        .expect("kubectl with kustomize is required to test config/");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize config/prometheus: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
+    let docs = kustomize("config/prometheus");
     let mut kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     kinds.sort();
     assert_eq!(
