@@ -502,7 +502,10 @@ pub fn csv(root: &Path) -> std::io::Result<Value> {
     }
     // Offered by the console right after install: the first sample, one thin class on every
     // eligible disk.
-    let initialization = serde_json::to_string_pretty(&examples[0]).map_err(invalid)?;
+    let first = examples
+        .first()
+        .ok_or_else(|| invalid("config/samples holds no LVMCluster for alm-examples"))?;
+    let initialization = serde_json::to_string_pretty(first).map_err(invalid)?;
     let examples = serde_json::to_string_pretty(&examples).map_err(invalid)?;
     // Objects the operator and its agents manage; the console hides them from users.
     let internal: Vec<&str> = owned
