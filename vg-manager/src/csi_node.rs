@@ -160,14 +160,32 @@ fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
 }
 
 /// Kubelet's paths are absolute; anything else is refused before it can reach a command line.
+fn absolute(path: &str) -> bool {
+    path.starts_with('/') && !path.contains('\0')
+}
+
+/// A path to publish onto: one that is not absolute is a bad argument, whatever the volume.
 fn required_path(value: &str, field: &str) -> Result<String, Status> {
     let v = required(value, field)?;
-    if !v.starts_with('/') || v.contains('\0') {
+    if !absolute(v) {
         return Err(Status::invalid_argument(format!(
             "{field} {v:?} must be an absolute path"
         )));
     }
     Ok(v.to_string())
+}
+
+/// The volume_path of a volume already found: where kubelet published it. CSI answers NOT_FOUND
+/// for a volume that is not at volume_path, and no volume is ever published at a path that is
+/// not absolute; the check comes after the lookup, so an unknown volume is NOT_FOUND whatever
+/// the path (what csi-sanity sends: "some/path").
+fn published_path(value: &str, id: &str) -> Result<String, Status> {
+    if !absolute(value) {
+        return Err(Status::not_found(format!(
+            "volume {id} is not published at volume_path {value:?}: not an absolute path"
+        )));
+    }
+    Ok(value.to_string())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -243,12 +261,16 @@ impl Node for NodeService {
         request: Request<pb::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<pb::NodeGetVolumeStatsResponse>, Status> {
         let r = request.into_inner();
-        let id = required(&r.volume_id, "volume_id")?.to_string();
-        let path = required_path(&r.volume_path, "volume_path")?;
-        let found = self.find(&id, false).await?;
+        let id = required(&r.volume_id, "volume_id")?;
+        required(&r.volume_path, "volume_path")?;
+        // The volume first, then where it is: NOT_FOUND either way.
+        let (report, lv) = self
+            .find(id, false)
+            .await?
+            .ok_or_else(|| self.not_found(id))?;
+        let path = published_path(&r.volume_path, id)?;
         let host = self.host.clone();
-        let node = self.node.clone();
-        let out = blocking(move || ops::stats(&host, &path, &id, &node, found)).await?;
+        let out = blocking(move || ops::stats(&host, &path, &report, &lv)).await?;
         Ok(Response::new(out))
     }
 
@@ -258,7 +280,7 @@ impl Node for NodeService {
     ) -> Result<Response<pb::NodeExpandVolumeResponse>, Status> {
         let r = request.into_inner();
         let id = required(&r.volume_id, "volume_id")?;
-        let path = required_path(&r.volume_path, "volume_path")?;
+        required(&r.volume_path, "volume_path")?;
         let usage = r
             .volume_capability
             .as_ref()
@@ -273,6 +295,7 @@ impl Node for NodeService {
             .find(id, true)
             .await?
             .ok_or_else(|| self.not_found(id))?;
+        let path = published_path(&r.volume_path, id)?;
         if required_bytes > lv.size {
             return Err(Status::out_of_range(format!(
                 "capacity_range.required_bytes {required_bytes}: logical volume {} is {} bytes; \

@@ -1,8 +1,6 @@
 //! What each node RPC does on the node, once its arguments are checked and its LV found. These
 //! block (commands, system calls): the service runs them in `spawn_blocking`.
 
-use std::sync::Arc;
-
 use csi::pb::{self, VolumeCondition, VolumeUsage, volume_usage};
 use csi::volume::Usage;
 use lvm::fs::Filesystem;
@@ -365,14 +363,13 @@ pub fn expand(host: &Host, lv: &LogicalVolume, path: &str, block: bool) -> Resul
     Ok(())
 }
 
-/// Usage and condition of the volume published at `path`. A missing LV is an abnormal
-/// condition, not an error: kubelet turns it into an event on the pod.
+/// Usage and condition of volume `lv` published at `path`. A path with nothing mounted is an
+/// abnormal condition, not an error: kubelet turns it into an event on the pod.
 pub fn stats(
     host: &Host,
     path: &str,
-    id: &str,
-    node: &str,
-    found: Option<(Arc<Report>, LogicalVolume)>,
+    report: &Report,
+    lv: &LogicalVolume,
 ) -> Result<pb::NodeGetVolumeStatsResponse, Status> {
     let st = host
         .stat(path)?
@@ -383,11 +380,6 @@ pub fn stats(
             abnormal: true,
             message,
         }),
-    };
-    let Some((report, lv)) = found else {
-        return Ok(abnormal(format!(
-            "logical volume {id} is not on node {node} any more"
-        )));
     };
     let usage = |unit: volume_usage::Unit, total: u64, available: u64, used: u64| VolumeUsage {
         available: available as i64,
@@ -425,7 +417,7 @@ pub fn stats(
             )));
         }
     };
-    let problem = condition(&report, &lv);
+    let problem = condition(report, lv);
     Ok(pb::NodeGetVolumeStatsResponse {
         usage,
         volume_condition: Some(VolumeCondition {

@@ -178,9 +178,7 @@ async fn arguments_are_checked_before_anything_runs() {
         "volume_id",
     );
     invalid(
-        svc.node_get_volume_stats(stats("v", "x"))
-            .await
-            .unwrap_err(),
+        svc.node_get_volume_stats(stats("v", "")).await.unwrap_err(),
         "volume_path",
     );
     assert!(
@@ -246,28 +244,28 @@ async fn unknown_volumes_and_missing_paths() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    // Stats: the path first (NotFound), then the volume (an abnormal condition, not an error).
-    let stats = |p: &str| {
+    // Stats: an unknown volume is NotFound even at a path that exists; a known one is NotFound
+    // at a path that does not.
+    let stats = |id: &str, p: &str| {
         Request::new(pb::NodeGetVolumeStatsRequest {
-            volume_id: "nope".into(),
+            volume_id: id.into(),
             volume_path: p.into(),
             ..Default::default()
         })
     };
+    let dir = std::env::temp_dir();
     let e = svc
-        .node_get_volume_stats(stats("/nonexistent/volume/path"))
+        .node_get_volume_stats(stats("nope", &dir.to_string_lossy()))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    let dir = std::env::temp_dir();
-    let r = svc
-        .node_get_volume_stats(stats(&dir.to_string_lossy()))
+    assert!(e.message().contains("volume_id nope"), "{}", e.message());
+    let e = svc
+        .node_get_volume_stats(stats("small", "/nonexistent/volume/path"))
         .await
-        .unwrap()
-        .into_inner();
-    let c = r.volume_condition.unwrap();
-    assert!(c.abnormal && c.message.contains("nope"), "{c:?}");
-    assert!(r.usage.is_empty());
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains("does not exist"), "{}", e.message());
     // Unpublishing what is not there is done.
     svc.node_unpublish_volume(Request::new(pb::NodeUnpublishVolumeRequest {
         volume_id: "nope".into(),
@@ -278,6 +276,57 @@ async fn unknown_volumes_and_missing_paths() {
     assert!(
         fake.calls.lock().unwrap().iter().all(|c| c == "lvm"),
         "only reports were read: {:?}",
+        fake.calls.lock().unwrap()
+    );
+}
+
+/// What csi-sanity v5 sends in its Node specs "NodeGetVolumeStats should fail when volume is
+/// not found", "... should fail when volume does not exist on the specified path" (a volume
+/// that exists) and "NodeExpandVolume should fail when volume is not found": NOT_FOUND every
+/// time, though "some/path" is not even absolute.
+#[tokio::test]
+async fn csi_sanity_missing_volumes_and_paths_are_not_found() {
+    let (fake, svc) = service(vec![
+        lv("pool", "twi-aotz--", "", "", "10.00", "5.00"),
+        lv("small", "Vwi-a-tz--", "pool", "", "1.00", ""),
+    ]);
+    let stats = |id: &str| {
+        Request::new(pb::NodeGetVolumeStatsRequest {
+            volume_id: id.into(),
+            volume_path: "some/path".into(),
+            ..Default::default()
+        })
+    };
+    let expand = |id: &str| {
+        Request::new(pb::NodeExpandVolumeRequest {
+            volume_id: id.into(),
+            volume_path: "some/path".into(),
+            ..Default::default()
+        })
+    };
+    let not_found = |e: Status, what: &str| {
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        assert!(e.message().contains(what), "{what}: {}", e.message());
+    };
+    not_found(
+        svc.node_get_volume_stats(stats("id")).await.unwrap_err(),
+        "volume_id id",
+    );
+    not_found(
+        svc.node_get_volume_stats(stats("small")).await.unwrap_err(),
+        "\"some/path\"",
+    );
+    not_found(
+        svc.node_expand_volume(expand("id")).await.unwrap_err(),
+        "volume_id id",
+    );
+    not_found(
+        svc.node_expand_volume(expand("small")).await.unwrap_err(),
+        "\"some/path\"",
+    );
+    assert!(
+        fake.calls.lock().unwrap().iter().all(|c| c == "lvm"),
+        "a relative path reaches no command: {:?}",
         fake.calls.lock().unwrap()
     );
 }
