@@ -136,15 +136,22 @@ async fn apply_all(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
     if !has_finalizer(cluster) {
         // The object handed to us may be older than the one stored (a watch lagging behind our
         // own last write): read the latest before writing, so a stale resourceVersion does not
-        // turn into a 409 loop.
-        let latest = clusters
-            .get(&cluster.name_any())
+        // turn into a 409 loop, and a copy of an LVMCluster already gone is a pass with nothing
+        // to do rather than a 404.
+        let Some(latest) = clusters
+            .get_opt(&cluster.name_any())
             .await
-            .ctx(|| "reading the LVMCluster".into())?;
+            .ctx(|| "reading the LVMCluster".into())?
+        else {
+            return Ok(Action::await_change());
+        };
         if !has_finalizer(&latest) {
             let mut finalizers = latest.finalizers().to_vec();
             finalizers.push(LVMCLUSTER_FINALIZER.into());
-            set_finalizers(&clusters, &latest, &finalizers, "adding the finalizer").await?;
+            if !set_finalizers(&clusters, &latest, &finalizers, "adding the finalizer").await? {
+                // Deleted since we read it: nothing to build.
+                return Ok(Action::await_change());
+            }
         }
     }
 
@@ -532,6 +539,20 @@ async fn cleanup(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
     let c = &ctx.client;
     let ns = &ctx.config.namespace;
     let clusters: Api<LVMCluster> = Api::namespaced(c.clone(), ns);
+    // Our copy comes from the controller's cache, which still holds the LVMCluster after the
+    // pass that released it: deleting the DaemonSet and Deployment we own triggers another
+    // pass before the watch reports the LVMCluster gone. Tear down only for the object the API
+    // server holds (gone, or a new one of the same name, means done), and write the finalizer
+    // list at its resourceVersion.
+    let Some(cluster) = clusters
+        .get_opt(&cluster.name_any())
+        .await
+        .ctx(|| "reading the LVMCluster".into())?
+        .filter(|latest| latest.uid() == cluster.uid() && has_finalizer(latest))
+    else {
+        return Ok(Action::await_change());
+    };
+    let cluster = &cluster;
 
     let classes: BTreeSet<String> = cluster
         .spec
@@ -653,6 +674,7 @@ async fn cleanup(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
         .filter(|f| *f != LVMCLUSTER_FINALIZER)
         .cloned()
         .collect();
+    // Gone already (deleted since we read it) is released all the same.
     set_finalizers(&clusters, cluster, &finalizers, "removing the finalizer").await?;
     info!(lvmcluster = %cluster.name_any(), "all managed objects removed; finalizer released");
     Ok(Action::await_change())
@@ -666,22 +688,27 @@ fn has_finalizer(cluster: &LVMCluster) -> bool {
 }
 
 /// Writes the finalizer list, guarded by resourceVersion so a concurrent writer's finalizer is
-/// never dropped (the API server answers 409 and the next pass retries).
+/// never dropped (the API server answers 409 and the next pass retries). Returns whether the
+/// object still exists: one that is gone (404) needs no finalizers, which is no error to retry.
 async fn set_finalizers(
     api: &Api<LVMCluster>,
     cluster: &LVMCluster,
     finalizers: &[String],
     action: &str,
-) -> Result<()> {
+) -> Result<bool> {
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cluster.resource_version()}});
-    api.patch(
-        &cluster.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .ctx(|| action.into())?;
-    Ok(())
+    match api
+        .patch(
+            &cluster.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e).ctx(|| action.into()),
+    }
 }
 
 /// `namespace/name` of the PVCs that use one of `storage_classes`.
@@ -795,6 +822,17 @@ mod tests {
             pvc("d", "z", Some("lvms-other")),
         ];
         assert_eq!(blocking_pvcs(&pvcs, &classes), ["a/db"]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_finalizers_of_a_cluster_that_is_gone_need_no_writing() {
+        let api = api_double::ApiDouble::new();
+        let clusters: Api<LVMCluster> = Api::namespaced(api.client(), "openshift-storage");
+        let gone = cluster();
+        let written = set_finalizers(&clusters, &gone, &[], "removing the finalizer")
+            .await
+            .expect("a 404 is no error");
+        assert!(!written);
     }
 
     #[test]

@@ -448,6 +448,56 @@ async fn a_stale_cached_object_does_not_fail_the_pass() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn stale_copies_of_a_released_cluster_change_nothing() {
+    // The controller's cache still holds the LVMCluster after the pass that released it (the
+    // DaemonSet and Deployment that pass deleted trigger more passes first): those passes must
+    // succeed, not fail with "removing the finalizer: ... not found".
+    let h = Harness::new();
+    seed_cluster(&h, "lvmcluster");
+    let created = h.cluster("lvmcluster").unwrap();
+    h.reconcile("lvmcluster").await;
+    let clusters: kube::Api<LVMCluster> = kube::Api::namespaced(h.ctx.client.clone(), NS);
+    clusters
+        .delete("lvmcluster", &Default::default())
+        .await
+        .unwrap();
+    // No node holds the volume groups: the first pass deletes them, the second releases.
+    h.reconcile("lvmcluster").await;
+    let releasing = h
+        .cluster("lvmcluster")
+        .expect("the volume groups went first");
+    h.reconcile("lvmcluster").await;
+    assert!(h.cluster("lvmcluster").is_none(), "finalizer released");
+    for stale in [&created, &releasing] {
+        reconcile(Arc::new(stale.clone()), h.ctx.clone())
+            .await
+            .expect("a cluster that is gone is done");
+    }
+
+    // A new LVMCluster of the same name: a late pass for the old one must not tear it down.
+    seed_cluster(&h, "lvmcluster");
+    h.reconcile("lvmcluster").await;
+    reconcile(Arc::new(releasing), h.ctx.clone())
+        .await
+        .expect("the old cluster is gone");
+    assert!(
+        h.api
+            .get("apis/apps/v1/daemonsets", Some(NS), "vg-manager")
+            .is_some(),
+        "the new cluster keeps its agents"
+    );
+    assert_eq!(h.names(VGS), ["bulk", "fast"]);
+    assert_eq!(
+        h.cluster("lvmcluster")
+            .unwrap()
+            .metadata
+            .finalizers
+            .unwrap(),
+        ["lvmcluster.topolvm.io"]
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn a_second_cluster_is_refused_and_left_alone() {
     let h = Harness::new();
     seed_cluster(&h, "first");
