@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NAMESPACE ?= openshift-storage
 
-.PHONY: help setup build test test-unit test-vm crds crds-check fmt fmt-check lint run bench bench-vm
+.PHONY: help setup build test test-unit test-vm crds crds-check cel-cost fmt fmt-check lint run bench bench-vm
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,8 +37,12 @@ bench-vm: ## The CSI benchmark on real LVM in a guest: CreateVolume vs raw lvcre
 crds: ## Regenerate crds/ from the API types
 	$(CARGO) run --quiet --locked -p crd-tools --bin crdgen -- crds
 
-crds-check: ## Fail when crds/ differs from what the API types generate
+crds-check: ## Fail when crds/ differs from what the API types generate, or when kube-apiserver would refuse a CRD
 	$(CARGO) run --quiet --locked -p crd-tools --bin crdgen -- --check crds
+	$(CARGO) run --quiet --locked -p crd-tools --bin crd-tools -- check crds/*.yaml >/dev/null
+
+cel-cost: ## Each CEL rule of crds/ with its estimated cost against the API server's budgets
+	$(CARGO) run --quiet --locked -p crd-tools --bin crd-tools -- check crds/*.yaml
 
 .PHONY: manifests manifests-check bundle deploy undeploy
 

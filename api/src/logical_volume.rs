@@ -28,10 +28,13 @@ use crate::schema::quantity_schema;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LogicalVolumeSpec {
-    /// Name of the volume (the CSI request name); immutable.
+    /// Name of the volume (the CSI request name, which CSI keeps to 128 bytes); immutable. The
+    /// bound keeps the immutability rule cheap for the API server's CEL budget.
+    #[schemars(length(max = 1024))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "name is immutable"}]))]
     pub name: String,
-    /// Node that holds the LV; immutable.
+    /// Node that holds the LV (a node name: a DNS subdomain); immutable.
+    #[schemars(length(max = 253))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "nodeName is immutable"}]))]
     pub node_name: String,
     /// Requested size; may only grow.

@@ -18,10 +18,17 @@ use serde::{Deserialize, Serialize};
 use crate::schema::{node_selector_schema, quantity_schema};
 use crate::status::{DeviceClassStatus, LVMStateType};
 
-/// Upper bounds that keep every CEL rule within the API server's static cost budget. They are far
-/// above what a node can use (a class per disk group, a path per disk) but they must exist:
-/// without them the API server refuses the CRD itself.
-pub const MAX_DEVICE_CLASSES: usize = 32;
+/// Upper bounds that keep every CEL rule within the API server's static cost budget
+/// (`crd-tools check crds/*.yaml` prints each rule's share). They must exist: without them the API
+/// server refuses the CRD itself.
+///
+/// The device class bound is the tight one. `chunkSize` and `metadataSize` are int-or-string
+/// quantities, which the server types `dyn` with the size of a whole request whatever their
+/// `maxLength`, so each parse of one is estimated at 314,573 cost units. The immutable-chunk and
+/// grow-only-metadata rules parse two (old and new): 629,150 per class, and a rule may cost at most
+/// 10,000,000, so at most 15 classes. 12 leaves a fifth of that for the rules, and keeps the
+/// quantity rules at a quarter of the CRD's total budget so that later fields still fit.
+pub const MAX_DEVICE_CLASSES: usize = 12;
 pub const MAX_PATHS: usize = 64;
 pub const MAX_PATH_LEN: usize = 1024;
 
@@ -74,7 +81,7 @@ pub struct LVMClusterSpec {
 ]))]
 pub struct Storage {
     /// One entry per volume group. At least one; names are unique.
-    #[schemars(length(min = 1, max = 32))]
+    #[schemars(length(min = 1, max = MAX_DEVICE_CLASSES))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub device_classes: Vec<DeviceClass>,
 }
@@ -179,31 +186,93 @@ pub struct DeviceSelector {
     pub force_wipe_devices_and_destroy_all_data: Option<bool>,
 }
 
+/// The bytes of an int-or-string quantity in CEL, as an int: the API server hands an integer to
+/// CEL as `int` and a string as `string`, and only `quantity()` reads the string. Written out in
+/// each rule (CEL has no functions) through [`bytes_of`].
+fn bytes_of(field: &str) -> String {
+    format!("(type({field}) == int ? int({field}) : quantity({field}).asInteger())")
+}
+
+/// `field`'s bytes, or `default` when the field is unset.
+fn bytes_or(field: &str, default: u64) -> String {
+    let (parent, name) = field.rsplit_once('.').expect("a field of an object");
+    format!("(has({parent}.{name}) ? {} : {default})", bytes_of(field))
+}
+
+/// `field` (a quantity on `self`) is unset, or between `min` and `max` bytes. An integer is
+/// compared as it is; a string through `quantity()`, bound once (`[q].all(...)`) so the costly
+/// parse of an int-or-string is estimated once.
+fn quantity_range(field: &str, min: (&str, u64), max: (&str, u64)) -> String {
+    format!(
+        "!has({field}) || (type({field}) == int ? {field} >= {} && {field} <= {} : [quantity({field})].all(q, q.compareTo(quantity('{}')) >= 0 && q.compareTo(quantity('{}')) <= 0))",
+        min.1, max.1, min.0, max.0
+    )
+}
+
+/// The CEL rules of a thin pool. They sit on the pool, not on the quantity fields: a rule on an
+/// int-or-string field itself pays a whole-request traversal for every comparison with a type name
+/// (`type(self) == int`), and transition rules there cannot see a field being unset.
+fn thin_pool_rules() -> Vec<serde_json::Value> {
+    use serde_json::json;
+    vec![
+        json!({
+            "rule": "!has(self.chunkSize) || self.chunkSizeCalculationPolicy == 'Static'",
+            "message": "chunkSize can only be set when chunkSizeCalculationPolicy is Static",
+            "fieldPath": ".chunkSize",
+        }),
+        json!({
+            "rule": "!has(self.metadataSize) || self.metadataSizeCalculationPolicy == 'Static'",
+            "message": "metadataSize can only be set when metadataSizeCalculationPolicy is Static",
+            "fieldPath": ".metadataSize",
+        }),
+        json!({
+            "rule": quantity_range("self.chunkSize", ("64Ki", 64 << 10), ("1Gi", 1 << 30)),
+            "message": "chunkSize must be between 64Ki and 1Gi",
+            "fieldPath": ".chunkSize",
+        }),
+        json!({
+            "rule": quantity_range("self.metadataSize", ("2Mi", 2 << 20), ("16Gi", 16 << 30)),
+            "message": "metadataSize must be between 2Mi and 16Gi",
+            "fieldPath": ".metadataSize",
+        }),
+        // The pool's chunk size is fixed when it is created: the policy cannot change, and with
+        // Static neither can the size (unset is the default 128Ki; 131072 and "128Ki" are one size).
+        json!({
+            "rule": format!(
+                "self.chunkSizeCalculationPolicy == oldSelf.chunkSizeCalculationPolicy && (self.chunkSizeCalculationPolicy != 'Static' || {} == {})",
+                bytes_or("self.chunkSize", DEFAULT_CHUNK_SIZE),
+                bytes_or("oldSelf.chunkSize", DEFAULT_CHUNK_SIZE)
+            ),
+            "message": "the chunk size of an existing thin pool cannot change: chunkSize and chunkSizeCalculationPolicy are immutable",
+            "fieldPath": ".chunkSize",
+        }),
+        json!({
+            "rule": "self.metadataSizeCalculationPolicy == oldSelf.metadataSizeCalculationPolicy || self.metadataSizeCalculationPolicy == 'Static'",
+            "message": "metadataSizeCalculationPolicy can only change from Host to Static",
+            "fieldPath": ".metadataSizeCalculationPolicy",
+        }),
+        // Thin pool metadata can grow, never shrink (unset is the default 1Gi).
+        json!({
+            "rule": format!(
+                "oldSelf.metadataSizeCalculationPolicy != 'Static' || {} >= {}",
+                bytes_or("self.metadataSize", DEFAULT_METADATA_SIZE),
+                bytes_or("oldSelf.metadataSize", DEFAULT_METADATA_SIZE)
+            ),
+            "message": "metadataSize can only grow: a thin pool's metadata cannot shrink",
+            "fieldPath": ".metadataSize",
+        }),
+    ]
+}
+
+/// Chunk size of a Static thin pool without `chunkSize`.
+pub const DEFAULT_CHUNK_SIZE: u64 = 128 << 10;
+/// Metadata size of a Static thin pool without `metadataSize`.
+pub const DEFAULT_METADATA_SIZE: u64 = 1 << 30;
+
 /// Thin pool inside the volume group; its presence makes the class thin.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {
-        "rule": "!has(self.chunkSize) || self.chunkSizeCalculationPolicy == 'Static'",
-        "message": "chunkSize can only be set when chunkSizeCalculationPolicy is Static",
-        "fieldPath": ".chunkSize",
-    },
-    {
-        "rule": "!has(self.metadataSize) || self.metadataSizeCalculationPolicy == 'Static'",
-        "message": "metadataSize can only be set when metadataSizeCalculationPolicy is Static",
-        "fieldPath": ".metadataSize",
-    },
-    {
-        "rule": "self.chunkSizeCalculationPolicy == oldSelf.chunkSizeCalculationPolicy && has(self.chunkSize) == has(oldSelf.chunkSize) && (!has(self.chunkSize) || quantity(string(self.chunkSize)).compareTo(quantity(string(oldSelf.chunkSize))) == 0)",
-        "message": "the chunk size of an existing thin pool cannot change: chunkSize and chunkSizeCalculationPolicy are immutable",
-        "fieldPath": ".chunkSize",
-    },
-    {
-        "rule": "self.metadataSizeCalculationPolicy == oldSelf.metadataSizeCalculationPolicy || self.metadataSizeCalculationPolicy == 'Static'",
-        "message": "metadataSizeCalculationPolicy can only change from Host to Static",
-        "fieldPath": ".metadataSizeCalculationPolicy",
-    },
-]))]
+#[schemars(extend("x-kubernetes-validations" = thin_pool_rules()))]
 pub struct ThinPoolConfig {
     /// Name of the thin pool logical volume. Immutable.
     #[schemars(
@@ -223,13 +292,9 @@ pub struct ThinPoolConfig {
     /// `Static`: use `chunkSize` (default 128Ki). `Host`: let lvm2's chunk_size_policy decide.
     #[serde(default)]
     pub chunk_size_calculation_policy: ChunkSizeCalculationPolicy,
-    /// Thin pool chunk size, 64Ki to 1Gi; only with the Static policy.
+    /// Thin pool chunk size, 64Ki to 1Gi; only with the Static policy. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "quantity_schema")]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "quantity(string(self)).compareTo(quantity('64Ki')) >= 0 && quantity(string(self)).compareTo(quantity('1Gi')) <= 0",
-        "message": "chunkSize must be between 64Ki and 1Gi",
-    }]))]
     pub chunk_size: Option<Quantity>,
     /// `Host`: lvm2 sizes the metadata. `Static`: use `metadataSize` (default 1Gi).
     #[serde(default)]
@@ -237,16 +302,6 @@ pub struct ThinPoolConfig {
     /// Thin pool metadata size, 2Mi to 16Gi; only with the Static policy; may only grow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "quantity_schema")]
-    #[schemars(extend("x-kubernetes-validations" = [
-        {
-            "rule": "quantity(string(self)).compareTo(quantity('2Mi')) >= 0 && quantity(string(self)).compareTo(quantity('16Gi')) <= 0",
-            "message": "metadataSize must be between 2Mi and 16Gi",
-        },
-        {
-            "rule": "quantity(string(self)).compareTo(quantity(string(oldSelf))) >= 0",
-            "message": "metadataSize can only grow",
-        },
-    ]))]
     pub metadata_size: Option<Quantity>,
 }
 

@@ -8,9 +8,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube_cel::KubeCelExt;
+use kube_cel::cel::objects::Key;
 use kube_cel::cel::{Context, Program, Value as CelValue};
 use serde_json::{Map, Value};
 
@@ -76,7 +78,7 @@ impl SchemaValidator {
         structural(&self.schema, &body, "", &mut errors);
         if errors.is_empty() {
             // Like the API server, CEL runs only on objects that passed the structural checks.
-            let ctx = Context::default().with_all();
+            let ctx = context();
             let mut programs = HashMap::new();
             cel_walk(
                 &self.schema,
@@ -486,6 +488,68 @@ fn eval_rule(
     }
 }
 
+/// Kubernetes' CEL environment, with what the `cel` crate lacks and our rules use: `type()` and
+/// the type names it is compared with (`type(self.chunkSize) == int`). Types are represented by
+/// their names, which is all an equality test can tell apart.
+fn context() -> Context<'static> {
+    let mut ctx = Context::default().with_all();
+    ctx.add_function("type", cel_type);
+    for name in [
+        "int",
+        "uint",
+        "double",
+        "bool",
+        "string",
+        "bytes",
+        "list",
+        "map",
+        "null_type",
+    ] {
+        ctx.add_variable_from_value(name, CelValue::String(Arc::new(name.to_string())));
+    }
+    ctx
+}
+
+fn cel_type(v: CelValue) -> kube_cel::cel::ResolveResult {
+    let name = match v {
+        CelValue::Int(_) => "int",
+        CelValue::UInt(_) => "uint",
+        CelValue::Float(_) => "double",
+        CelValue::Bool(_) => "bool",
+        CelValue::String(_) => "string",
+        CelValue::Bytes(_) => "bytes",
+        CelValue::List(_) => "list",
+        CelValue::Map(_) => "map",
+        CelValue::Null => "null_type",
+        other => {
+            return Err(kube_cel::cel::ExecutionError::function_error(
+                "type",
+                format!("no type name for {other:?}"),
+            ));
+        }
+    };
+    Ok(CelValue::String(Arc::new(name.to_string())))
+}
+
+/// JSON as the API server hands it to CEL: every JSON integer is an `int` (int64), never a `uint`.
 fn to_cel(v: &Value) -> CelValue {
-    kube_cel::cel::to_value(v).expect("JSON converts to CEL")
+    match v {
+        Value::Null => CelValue::Null,
+        Value::Bool(b) => CelValue::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => CelValue::Int(i),
+            (None, Some(u)) => CelValue::UInt(u),
+            _ => CelValue::Float(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => CelValue::String(Arc::new(s.clone())),
+        Value::Array(items) => CelValue::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(fields) => CelValue::Map(kube_cel::cel::objects::Map {
+            map: Arc::new(
+                fields
+                    .iter()
+                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
+                    .collect(),
+            ),
+        }),
+    }
 }

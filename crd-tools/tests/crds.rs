@@ -234,3 +234,47 @@ fn lists_that_rules_iterate_are_bounded() {
         });
     }
 }
+
+/// What the API server checks when the CRDs are applied: every rule type-checks against its
+/// schema node and fits the CEL cost budgets, estimated as kube-apiserver 1.32 estimates them
+/// (calibrated in apiserver_calibration.rs). Failing here names the rule's path and factor in the
+/// server's words.
+#[test]
+fn the_api_server_would_accept_every_crd() {
+    for crd in lvms_api::crds() {
+        let value = serde_json::to_value(&crd).unwrap();
+        let name = crd.metadata.name.clone().unwrap();
+        let reports = crd_tools::cost::check_crd(&value).unwrap();
+        if let Some(message) = crd_tools::cost::server_message(&name, &reports) {
+            panic!("kube-apiserver would refuse a generated CRD:\n{message}");
+        }
+    }
+}
+
+/// Room for the fields still to come: no rule above four fifths of the per-rule limit, and no CRD
+/// above a third of the whole-schema limit, so one more quantity field cannot tip either over.
+#[test]
+fn the_cel_budget_has_headroom() {
+    use crd_tools::cost::{RULE_LIMIT, SCHEMA_LIMIT};
+    for crd in lvms_api::crds() {
+        let value = serde_json::to_value(&crd).unwrap();
+        for report in crd_tools::cost::check_crd(&value).unwrap() {
+            assert!(
+                report.total <= SCHEMA_LIMIT / 3,
+                "{}: the rules cost {} of {SCHEMA_LIMIT}",
+                report.crd,
+                report.total
+            );
+            for rule in &report.rules {
+                assert!(
+                    rule.total <= RULE_LIMIT / 5 * 4,
+                    "{}: {} costs {} of {RULE_LIMIT}: {}",
+                    report.crd,
+                    rule.path,
+                    rule.total,
+                    rule.rule
+                );
+            }
+        }
+    }
+}

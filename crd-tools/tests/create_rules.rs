@@ -45,14 +45,18 @@ fn at_least_one_device_class() {
 }
 
 #[test]
-fn at_most_32_device_classes() {
-    let classes: Vec<Value> = (0..33)
-        .map(|i| json!({"name": format!("vg{i}"), "deviceSelector": {"paths": [format!("/dev/vd{i}")]}}))
-        .collect();
+fn at_most_max_device_classes() {
+    let max = lvms_api::lvmcluster::MAX_DEVICE_CLASSES;
+    let classes = |n: usize| -> Value {
+        (0..n)
+            .map(|i| json!({"name": format!("vg{i}"), "deviceSelector": {"paths": [format!("/dev/vd{i}")]}}))
+            .collect()
+    };
+    assert_accepted(lvmcluster().create(&cluster(classes(max))));
     refuse(
-        cluster(Value::Array(classes)),
+        cluster(classes(max + 1)),
         "spec.storage.deviceClasses",
-        "at most 32 items",
+        &format!("at most {max} items"),
     );
 }
 
@@ -353,7 +357,16 @@ fn chunk_size_only_with_static_policy() {
 #[test]
 fn chunk_size_between_64ki_and_1gi() {
     let at = format!("{DC0}.thinPoolConfig.chunkSize");
-    for ok in [json!("64Ki"), json!("1Gi"), json!(65536)] {
+    // Quantity strings in any notation, and plain integers, as LVMS accepts them.
+    for ok in [
+        json!("64Ki"),
+        json!("1Gi"),
+        json!(65536),
+        json!(1073741824),
+        json!("131072"),
+        json!("0.5Mi"),
+        json!("1048576k"),
+    ] {
         assert_accepted(lvmcluster().create(&cluster(json!([set(
             thin("vg1"),
             "thinPoolConfig.chunkSize",
@@ -378,6 +391,22 @@ fn chunk_size_between_64ki_and_1gi() {
         &at,
         "between 64Ki and 1Gi",
     );
+    for too_far in [
+        json!(65535),
+        json!(1073741825),
+        json!("65535"),
+        json!("1.5Gi"),
+    ] {
+        refuse(
+            cluster(json!([set(
+                thin("vg1"),
+                "thinPoolConfig.chunkSize",
+                too_far
+            )])),
+            &at,
+            "between 64Ki and 1Gi",
+        );
+    }
     refuse(
         cluster(json!([set(
             thin("vg1"),
@@ -428,13 +457,36 @@ fn metadata_size_between_2mi_and_16gi() {
     );
     refuse(
         cluster(json!([set(
-            stat,
+            stat.clone(),
             "thinPoolConfig.metadataSize",
             json!("17Gi")
         )])),
         &at,
         "between 2Mi and 16Gi",
     );
+    for ok in [
+        json!("2Mi"),
+        json!(2097152),
+        json!(17179869184u64),
+        json!("1.5Gi"),
+    ] {
+        assert_accepted(lvmcluster().create(&cluster(json!([set(
+            stat.clone(),
+            "thinPoolConfig.metadataSize",
+            ok
+        )]))));
+    }
+    for too_far in [json!(2097151), json!(17179869185u64), json!("16.5Gi")] {
+        refuse(
+            cluster(json!([set(
+                stat.clone(),
+                "thinPoolConfig.metadataSize",
+                too_far
+            )])),
+            &at,
+            "between 2Mi and 16Gi",
+        );
+    }
 }
 
 #[test]

@@ -156,9 +156,28 @@ fn chunk_size_is_immutable() {
         &format!("{DC0}.thinPoolConfig.chunkSize"),
         "chunk size of an existing thin pool cannot change",
     );
+    // Unset is the default 128Ki: the same size again.
+    allow_update(&old, unset(old.clone(), &format!("{tp}.chunkSize")));
+    let big = set(old.clone(), &format!("{tp}.chunkSize"), json!("256Ki"));
+    refuse_update(
+        &big,
+        unset(big.clone(), &format!("{tp}.chunkSize")),
+        &format!("{DC0}.thinPoolConfig.chunkSize"),
+        "cannot change",
+    );
+    refuse_update(
+        &big,
+        set(big.clone(), &format!("{tp}.chunkSize"), json!(131072)),
+        &format!("{DC0}.thinPoolConfig.chunkSize"),
+        "cannot change",
+    );
     refuse_update(
         &old,
-        unset(old.clone(), &format!("{tp}.chunkSize")),
+        set(
+            old.clone(),
+            &format!("{tp}.chunkSizeCalculationPolicy"),
+            json!("Host"),
+        ),
         &format!("{DC0}.thinPoolConfig.chunkSize"),
         "cannot change",
     );
@@ -170,12 +189,39 @@ fn metadata_size_may_only_grow() {
     let old = cluster(json!([set(thin("vg1"), "thinPoolConfig", tpc)]));
     let ms = "spec.storage.deviceClasses.0.thinPoolConfig.metadataSize";
     allow_update(&old, set(old.clone(), ms, json!("2Gi")));
+    allow_update(&old, set(old.clone(), ms, json!(2147483648u64)));
+    allow_update(&old, set(old.clone(), ms, json!(1073741824)));
+    for smaller in [json!("512Mi"), json!(1073741823), json!("1073741823")] {
+        refuse_update(
+            &old,
+            set(old.clone(), ms, smaller),
+            &format!("{DC0}.thinPoolConfig.metadataSize"),
+            "can only grow",
+        );
+    }
+    // Unset is the default 1Gi: dropping a larger size shrinks the metadata too.
+    let big = set(old.clone(), ms, json!("4Gi"));
     refuse_update(
-        &old,
-        set(old.clone(), ms, json!("512Mi")),
+        &big,
+        unset(big.clone(), ms),
         &format!("{DC0}.thinPoolConfig.metadataSize"),
         "can only grow",
     );
+    let default = unset(old.clone(), ms);
+    allow_update(&default, old.clone());
+    refuse_update(
+        &default,
+        set(default.clone(), ms, json!("512Mi")),
+        &format!("{DC0}.thinPoolConfig.metadataSize"),
+        "can only grow",
+    );
+    // Under Host, lvm2 sized the metadata; the first Static size is not held to a default.
+    let host = set(
+        unset(old.clone(), ms),
+        "spec.storage.deviceClasses.0.thinPoolConfig.metadataSizeCalculationPolicy",
+        json!("Host"),
+    );
+    allow_update(&host, set(old.clone(), ms, json!("512Mi")));
 }
 
 #[test]
