@@ -371,6 +371,6 @@ impl Walk {
         } else {
             return;
         }
-        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.sort_by_key(|r| std::cmp::Reverse(r.1));
     }
 }
