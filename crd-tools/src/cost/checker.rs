@@ -1037,3 +1037,73 @@ fn literal(l: &LiteralValue) -> Node {
         path: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::decl::decl_type;
+    use serde_json::json;
+
+    fn root() -> Rc<Decl> {
+        decl_type(
+            &json!({"type": "object", "properties": {
+                "n": {"type": "integer"},
+                "s": {"type": "string", "maxLength": 10},
+                "q": {"x-kubernetes-int-or-string": true},
+                "l": {"type": "array", "maxItems": 5, "items": {"type": "string", "maxLength": 2}},
+                "m": {"type": "object", "maxProperties": 3, "additionalProperties": {"type": "string", "maxLength": 1}},
+            }}),
+            false,
+        )
+        .unwrap()
+    }
+
+    fn cost(rule: &str) -> u64 {
+        let c = check(rule, &root()).unwrap_or_else(|e| panic!("{rule}: {e}"));
+        assert!(c.is_bool, "{rule} is {}", c.ty_name);
+        c.max_cost
+    }
+
+    #[test]
+    fn rules_are_type_checked_against_the_schema() {
+        let err = |rule: &str| check(rule, &root()).unwrap_err();
+        assert!(err("self.x == 1").contains("undefined field 'x'"));
+        assert!(
+            err("quantity(self.n).isInteger()").contains("no matching overload for 'quantity'")
+        );
+        assert!(err("self.s.matches(1)").contains("no matching overload for 'matches'"));
+        assert!(err("nope(self.s)").contains("undeclared reference to 'nope'"));
+        assert!(!check("self.n + 1", &root()).unwrap().is_bool);
+        assert!(
+            check("cel.bind(x, self.n, x > 1)", &root())
+                .unwrap()
+                .is_bool
+        );
+        assert!(
+            check("self.l.filter(x, x == 'a').size() < 2", &root())
+                .unwrap()
+                .is_bool
+        );
+    }
+
+    #[test]
+    fn costs_follow_the_sizes_the_schema_allows() {
+        // `self.s` is 40 bytes at most (10 characters of up to 4 bytes): 4 to compare.
+        assert_eq!(cost("self.s == 'abc'"), 2 + 1);
+        assert_eq!(cost("self.s.startsWith('ab')"), 2 + 1);
+        // all(): range 5 × (condition 2 + step: && 1 + size() 2 + < 1).
+        assert_eq!(cost("self.l.all(x, x.size() < 3)"), 2 + 1 + 5 * (2 + 4));
+        // `in` a list costs its length; in a map, one lookup.
+        assert_eq!(cost("'a' in self.l"), 5 + 2);
+        assert_eq!(cost("'a' in self.m"), 1 + 2);
+        // An int-or-string is as long as the request, whatever its bounds.
+        assert_eq!(cost("quantity(self.q).isInteger()"), 314_573 + 2 + 1);
+        // has() is free but for its operand (PresenceTestHasCost(false)).
+        assert_eq!(cost("has(self.n)"), 1);
+        // Binding a parse once: a list literal's 10, the parse, then the body.
+        assert_eq!(
+            cost("cel.bind(v, quantity(self.q), v.isInteger() && v.isInteger())"),
+            10 + 314_575 + 2 + 2
+        );
+    }
+}

@@ -303,13 +303,10 @@ impl Walk {
             total,
         });
         match &checked {
-            Err(e) => self
-                .errors
-                .push(format!("{rule_path}: Invalid value: {}: {e}", quoted(text))),
-            Ok(c) if !c.is_bool => self.errors.push(format!(
-                "{rule_path}: Invalid value: {}: cel expression must evaluate to a bool",
-                quoted(text)
-            )),
+            Err(e) => self.invalid(&rule_path, text, e),
+            Ok(c) if !c.is_bool => {
+                self.invalid(&rule_path, text, "cel expression must evaluate to a bool")
+            }
             Ok(_) => {}
         }
         if let Some(expr) = rule.get("messageExpression").and_then(Value::as_str) {
@@ -318,10 +315,10 @@ impl Walk {
         let uses_old_self = checked.as_ref().is_ok_and(|c| c.uses_old_self);
         if uses_old_self {
             if let Some(list) = uncorrelatable {
-                self.errors.push(format!(
-                    "{rule_path}: Invalid value: {}: oldSelf cannot be used on the uncorrelatable portion of the schema within {list}",
-                    quoted(text)
-                ));
+                let why = format!(
+                    "oldSelf cannot be used on the uncorrelatable portion of the schema within {list}"
+                );
+                self.invalid(&rule_path, text, &why);
             }
         } else if let Some(opt) = rule.get("optionalOldSelf").and_then(Value::as_bool) {
             self.errors.push(format!(
@@ -333,13 +330,8 @@ impl Walk {
     fn message_expression(&mut self, decl: &Rc<Decl>, expr: &str, at: &str, count: u64) {
         let path = format!("{at}.messageExpression");
         match check(expr, decl) {
-            Err(e) => self
-                .errors
-                .push(format!("{path}: Invalid value: {}: {e}", quoted(expr))),
-            Ok(c) if !c.is_string => self.errors.push(format!(
-                "{path}: Invalid value: {}: must evaluate to a string",
-                quoted(expr)
-            )),
+            Err(e) => self.invalid(&path, expr, &e),
+            Ok(c) if !c.is_string => self.invalid(&path, expr, "must evaluate to a string"),
             Ok(c) => {
                 let total = if c.max_cost == 0 {
                     0
@@ -355,6 +347,12 @@ impl Walk {
                 self.observe(&path, total);
             }
         }
+    }
+
+    /// `field.Invalid(path, text, why)` as the server words it.
+    fn invalid(&mut self, path: &str, text: &str, why: &str) {
+        self.errors
+            .push(format!("{path}: Invalid value: {}: {why}", quoted(text)));
     }
 
     /// `TotalCost.ObserveExpressionCost`.
