@@ -22,6 +22,9 @@ pub const LOGICAL_VOLUME_FINALIZER: &str = "topolvm.io/logicalvolume";
 pub const VG_MANAGER_NAME: &str = "vg-manager";
 /// Default namespace of the operator and everything it manages.
 pub const DEFAULT_NAMESPACE: &str = "openshift-storage";
+/// Where the vg-manager DaemonSet mounts the host's mount table (the host's /proc/1/mountinfo,
+/// read-only) and vg-manager reads it: its own /proc shows its container's mounts.
+pub const HOST_MOUNTINFO: &str = "/host/proc/1/mountinfo";
 
 /// The per-node cleanup finalizer vg-manager puts on an LVMVolumeGroup.
 pub fn node_cleanup_finalizer(node: &str) -> String {

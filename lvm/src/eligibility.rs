@@ -28,6 +28,10 @@ pub struct Context<'a> {
     pub report: Option<&'a Report>,
     /// Loop devices and their backing files (from `losetup --json`), to skip kubelet's own.
     pub loop_backing: Option<&'a BTreeMap<String, String>>,
+    /// The devices' mount points are this container's, not the host's (whose mount table it
+    /// cannot read): the reason says so, since a user looks for a disk's owner by where it is
+    /// mounted, and `/etc/hosts` is no place on the host.
+    pub container_mounts: bool,
 }
 
 pub const NOT_SELECTED: &str = "not in the device selector";
@@ -111,7 +115,12 @@ pub fn verdict(d: &BlockDevice, ctx: &Context) -> Verdict {
         reasons.push(format!("device type {} is not usable", d.kind));
     }
     if !d.mountpoints.is_empty() {
-        reasons.push(format!("mounted at {}", d.mountpoints.join(", ")));
+        let view = if ctx.container_mounts {
+            " (inside the vg-manager container; the host's mount table is not readable)"
+        } else {
+            ""
+        };
+        reasons.push(format!("mounted at {}{view}", d.mountpoints.join(", ")));
     }
     if d.kind == "loop"
         && let Some(file) = ctx.loop_backing.and_then(|l| l.get(&d.name))
@@ -162,6 +171,27 @@ mod tests {
         bad.mountpoints = vec!["/var".into()];
         let r = reasons(&bad, &ctx);
         assert_eq!(r.len(), 3, "{r:?}");
+    }
+
+    #[test]
+    fn mount_points_name_their_view_only_when_it_is_not_the_hosts() {
+        let mut d = disk("/dev/sdb");
+        d.mountpoints = vec!["/var/lib/kubelet".into(), "/var/lib/containerd".into()];
+        assert_eq!(
+            reasons(&d, &Context::default()),
+            ["mounted at /var/lib/kubelet, /var/lib/containerd"]
+        );
+        d.mountpoints = vec!["/etc/hosts".into(), "/run/topolvm".into()];
+        let ctx = Context {
+            container_mounts: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            reasons(&d, &ctx),
+            [
+                "mounted at /etc/hosts, /run/topolvm (inside the vg-manager container; the host's mount table is not readable)"
+            ]
+        );
     }
 
     #[test]

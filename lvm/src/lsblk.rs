@@ -8,7 +8,7 @@ use crate::runner::Runner;
 
 /// The columns read. Kept in sync with [`BlockDevice`].
 pub const COLUMNS: &str =
-    "NAME,KNAME,PKNAME,TYPE,SIZE,RO,RM,FSTYPE,PARTLABEL,STATE,MOUNTPOINTS,SERIAL,MODEL,WWN";
+    "NAME,KNAME,PKNAME,MAJ:MIN,TYPE,SIZE,RO,RM,FSTYPE,PARTLABEL,STATE,MOUNTPOINTS,SERIAL,MODEL,WWN";
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct BlockDevice {
@@ -18,6 +18,9 @@ pub struct BlockDevice {
     pub kname: String,
     #[serde(default, deserialize_with = "text")]
     pub pkname: String,
+    /// The device number, `major:minor`: what a mount table names a filesystem's device by.
+    #[serde(rename = "maj:min", default, deserialize_with = "text")]
+    pub maj_min: String,
     /// disk, part, lvm, rom, loop, crypt, raid1, ...
     #[serde(rename = "type", default, deserialize_with = "text")]
     pub kind: String,
@@ -46,6 +49,12 @@ pub struct BlockDevice {
 }
 
 impl BlockDevice {
+    /// [`Self::maj_min`] as numbers, if lsblk gave it.
+    pub fn devno(&self) -> Option<(u32, u32)> {
+        let (major, minor) = self.maj_min.split_once(':')?;
+        Some((major.trim().parse().ok()?, minor.trim().parse().ok()?))
+    }
+
     /// This device and every descendant, depth first.
     pub fn walk(&self) -> Vec<&BlockDevice> {
         let mut out = vec![self];

@@ -144,6 +144,29 @@ pub fn top<'a>(mounts: &'a [MountInfo], mount_point: &str) -> Option<&'a MountIn
         .copied()
 }
 
+/// Where the filesystem on block device `devno` (major:minor), named `path`, is mounted, in
+/// table order. A mount's numbers are its device's, except for btrfs (an anonymous 0:N), which
+/// is matched by its source as lsblk does. A mount point beneath another of the same device is
+/// left out: in a host's table those are the bind mounts kubelet makes inside a data disk's own
+/// mount (subPath volumes), and the outer one is what says whose disk it is.
+pub fn mount_points(mounts: &[MountInfo], devno: Option<(u32, u32)>, path: &str) -> Vec<String> {
+    let on_device: Vec<&str> = mounts
+        .iter()
+        .filter(|m| devno == Some((m.major, m.minor)) || m.source == path)
+        .map(|m| m.mount_point.as_str())
+        .collect();
+    let beneath = |inner: &str, outer: &str| {
+        inner != outer && (outer == "/" || inner.starts_with(&format!("{outer}/")))
+    };
+    let mut out: Vec<String> = Vec::new();
+    for p in &on_device {
+        if !on_device.iter().any(|o| beneath(p, o)) && !out.iter().any(|x| x == p) {
+            out.push(p.to_string());
+        }
+    }
+    out
+}
+
 fn check_path(what: &str, p: &str) -> Result<(), Error> {
     // Absolute, so it can never be read as an option of mount or umount.
     if p.starts_with('/') {
@@ -263,6 +286,55 @@ mod tests {
         );
         assert!(top(&m, "/mnt/none").is_none());
         assert_eq!(top(&m, "/").unwrap().id, 29);
+    }
+
+    /// A node whose data disk /dev/sdb (8:16) holds /var/lib/kubelet, with /var/lib/containerd
+    /// bound from it, as its init process (the host) sees it, and as the vg-manager container
+    /// sees it: its /etc/hosts, termination log and hostPath volumes come from the same disk.
+    const HOST: &str = "\
+24 1 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+29 1 8:3 / / rw,relatime shared:1 - xfs /dev/sda3 rw,attr2,inode64,noquota
+31 29 8:2 / /boot rw,relatime shared:63 - ext4 /dev/sda2 rw
+88 29 8:16 / /var/lib/kubelet rw,relatime shared:45 - ext4 /dev/sdb rw
+89 29 8:16 /containerd /var/lib/containerd rw,relatime shared:45 - ext4 /dev/sdb rw
+412 88 8:16 /pods/0c7e/volume-subpaths/conf/app/0 /var/lib/kubelet/pods/0c7e/volume-subpaths/conf/app/0 rw,relatime shared:45 - ext4 /dev/sdb rw
+415 88 0:61 / /var/lib/kubelet/pods/0c7e/volumes/kubernetes.io~projected/kube-api-access-x rw,relatime shared:201 - tmpfs tmpfs rw,size=8192k
+520 29 0:70 / /mnt/data rw,relatime shared:240 - btrfs /dev/sdc rw,space_cache=v2,subvolid=5,subvol=/
+";
+    const CONTAINER: &str = "\
+1201 1100 0:95 / / rw,relatime - overlay overlay rw,lowerdir=/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/31/fs
+1210 1201 8:16 /pods/9f1d/etc-hosts /etc/hosts rw,relatime - ext4 /dev/sdb rw
+1211 1201 8:16 /pods/9f1d/containers/vg-manager/4a1b /dev/termination-log rw,relatime - ext4 /dev/sdb rw
+1212 1201 8:16 /plugins/topolvm.io/node /run/topolvm rw,relatime - ext4 /dev/sdb rw
+1213 1201 8:16 /pods /var/lib/kubelet/pods rw,relatime shared:45 master:45 - ext4 /dev/sdb rw
+";
+
+    #[test]
+    fn mount_points_of_a_device_from_either_table() {
+        let host = parse(HOST).unwrap();
+        assert_eq!(
+            mount_points(&host, Some((8, 16)), "/dev/sdb"),
+            ["/var/lib/kubelet", "/var/lib/containerd"],
+            "kubelet's subPath bind is beneath its disk's mount"
+        );
+        assert_eq!(mount_points(&host, Some((8, 3)), "/dev/sda3"), ["/"]);
+        assert_eq!(
+            mount_points(&host, None, "/dev/sdc"),
+            ["/mnt/data"],
+            "btrfs by its source"
+        );
+        assert!(mount_points(&host, Some((8, 32)), "/dev/sdd").is_empty());
+        let container = parse(CONTAINER).unwrap();
+        assert_eq!(
+            mount_points(&container, Some((8, 16)), "/dev/sdb"),
+            [
+                "/etc/hosts",
+                "/dev/termination-log",
+                "/run/topolvm",
+                "/var/lib/kubelet/pods"
+            ],
+            "what lsblk reports inside the pod"
+        );
     }
 
     #[test]

@@ -137,6 +137,7 @@ fn eligibility_on_recorded_devices() {
         selected: None,
         report: Some(&r),
         loop_backing: Some(&loops),
+        container_mounts: false,
     };
     let v: BTreeMap<String, Verdict> = judge(&devs, &ctx).into_iter().collect();
     assert_eq!(v["/dev/vda"], Verdict::InVolumeGroup);
@@ -161,6 +162,7 @@ fn eligibility_on_recorded_devices() {
         selected: Some(&selected),
         report: Some(&r),
         loop_backing: None,
+        container_mounts: false,
     };
     let v: BTreeMap<String, Verdict> = judge(&devs, &ctx).into_iter().collect();
     assert!(matches!(&v["/dev/vdf"], Verdict::Excluded(r) if r[0] == NOT_SELECTED));

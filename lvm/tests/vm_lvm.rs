@@ -302,6 +302,7 @@ fn verdicts(runner: &Exec, lvm: &Lvm, selected: &BTreeSet<String>) -> BTreeMap<S
         selected: Some(selected),
         report: Some(&report),
         loop_backing: None,
+        container_mounts: false,
     };
     judge(&devices, &ctx).into_iter().collect()
 }

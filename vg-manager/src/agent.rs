@@ -57,6 +57,8 @@ pub struct Outcome {
 
 struct Snapshot {
     devices: Vec<BlockDevice>,
+    /// The devices' mount points are this container's, not the host's.
+    container_mounts: bool,
     report: Report,
     loops: BTreeMap<String, String>,
 }
@@ -94,10 +96,11 @@ impl Agent {
     /// is read anew, and shared with whoever else needs one now.
     async fn snapshot(&self) -> Result<Snapshot, Error> {
         let runner = self.runner.clone();
-        let (devices, loops) = tokio::task::spawn_blocking(move || {
-            let devices =
-                lvm::lsblk::list(runner.as_ref()).map_err(|e| Error::Lvm(e.to_string()))?;
-            Ok::<_, Error>((devices, crate::discover::loop_backing(runner.as_ref())))
+        let (devices, container_mounts, loops) = tokio::task::spawn_blocking(move || {
+            let (devices, container_mounts) = crate::discover::block_devices(runner.as_ref())
+                .map_err(|e| Error::Lvm(e.to_string()))?;
+            let loops = crate::discover::loop_backing(runner.as_ref());
+            Ok::<_, Error>((devices, container_mounts, loops))
         })
         .await
         .map_err(|e| Error::Lvm(format!("LVM task: {e}")))??;
@@ -108,6 +111,7 @@ impl Agent {
             .map_err(|e| Error::Lvm(e.to_string()))?;
         Ok(Snapshot {
             devices,
+            container_mounts,
             report: Report::clone(&report),
             loops,
         })
@@ -254,6 +258,7 @@ impl Agent {
                 report: &snap.report,
                 loops: &snap.loops,
                 resolve: &resolve,
+                container_mounts: snap.container_mounts,
             };
             let p = plan::plan(&name, &vg.spec, &observed);
             let status = if p.steps.is_empty() {
@@ -273,6 +278,7 @@ impl Agent {
                             report: &snap.report,
                             loops: &snap.loops,
                             resolve: &resolve,
+                            container_mounts: snap.container_mounts,
                         };
                         plan::plan(&name, &vg.spec, &observed).status
                     }

@@ -5,8 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use lvm::eligibility::{Context, Verdict, judge};
 use lvm::lsblk::BlockDevice;
+use lvm::mount::MountInfo;
 use lvm::{Report, Runner};
+use lvms_api::names::HOST_MOUNTINFO;
 use serde::Serialize;
+
+/// The kernel's initial PID namespace (PROC_PID_INIT_INO in include/linux/proc_ns.h): a process
+/// in any other one runs in a container.
+const INITIAL_PID_NAMESPACE: &str = "pid:[4026531836]";
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Entry {
@@ -16,6 +22,51 @@ pub struct Entry {
     pub verdict: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
+}
+
+/// The block devices (lsblk) with their mount points as the host has them, and whether those
+/// are only this container's. lsblk reads its own namespace's mount table: in the vg-manager
+/// pod, a disk holding /var/lib/kubelet shows as mounted at /etc/hosts, /run/topolvm, ..., and
+/// the user who reads the reason looks for that disk's owner on the host.
+pub fn block_devices(runner: &dyn Runner) -> Result<(Vec<BlockDevice>, bool), lvm::Error> {
+    let mut devices = lvm::lsblk::list(runner)?;
+    match host_mounts() {
+        Some(mounts) => {
+            set_mount_points(&mut devices, &mounts);
+            Ok((devices, false))
+        }
+        None => Ok((devices, in_container())),
+    }
+}
+
+/// The host's mount table when this process can read it besides its own: the file the
+/// DaemonSet mounts from the host's /proc/1/mountinfo, else PID 1's table when PID 1 is in
+/// another mount namespace (a pod sharing the host's PID namespace, as `--host-namespace`
+/// needs). `None` when only our own table is readable.
+fn host_mounts() -> Option<Vec<MountInfo>> {
+    let read = |path: &str| lvm::mount::parse(&std::fs::read_to_string(path).ok()?).ok();
+    let namespace = |path: &str| std::fs::read_link(path).ok();
+    read(HOST_MOUNTINFO).or_else(|| {
+        let pid1 = namespace("/proc/1/ns/mnt")?;
+        if Some(pid1) == namespace("/proc/self/ns/mnt") {
+            return None;
+        }
+        read("/proc/1/mountinfo")
+    })
+}
+
+/// Whether this process has a PID namespace of its own, i.e. runs in a container, where its
+/// mount table (and lsblk's) is not the host's.
+fn in_container() -> bool {
+    std::fs::read_link("/proc/self/ns/pid").is_ok_and(|ns| ns.as_os_str() != INITIAL_PID_NAMESPACE)
+}
+
+/// Sets the mount points of every device, partitions and holders included, from `mounts`.
+pub fn set_mount_points(devices: &mut [BlockDevice], mounts: &[MountInfo]) {
+    for d in devices {
+        d.mountpoints = lvm::mount::mount_points(mounts, d.devno(), &d.name);
+        set_mount_points(&mut d.children, mounts);
+    }
 }
 
 /// Loop devices and their backing files, from `losetup --json` (none when it is unavailable).
@@ -45,19 +96,22 @@ pub fn loop_backing(runner: &dyn Runner) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Judges `devices` for volume group `vg` (empty: none yet), restricted to `selected` if given.
+/// Judges `devices` for volume group `vg` (empty: none yet), restricted to `selected` if given;
+/// `container_mounts` as [`block_devices`] says.
 pub fn entries(
     devices: &[BlockDevice],
     report: &Report,
     vg: &str,
     selected: Option<&BTreeSet<String>>,
     loops: &BTreeMap<String, String>,
+    container_mounts: bool,
 ) -> Vec<Entry> {
     let ctx = Context {
         vg,
         selected,
         report: Some(report),
         loop_backing: Some(loops),
+        container_mounts,
     };
     let sizes: BTreeMap<&str, u64> = devices
         .iter()
@@ -122,7 +176,14 @@ mod tests {
     #[test]
     fn renders_verdicts_with_reasons() {
         let devices = [dev("/dev/sdb", ""), dev("/dev/sdc", "xfs")];
-        let e = entries(&devices, &Report::default(), "", None, &BTreeMap::new());
+        let e = entries(
+            &devices,
+            &Report::default(),
+            "",
+            None,
+            &BTreeMap::new(),
+            false,
+        );
         assert_eq!(e[0].verdict, "eligible");
         assert_eq!(e[1].reasons, ["has a filesystem signature (xfs)"]);
         let text = render(&e);
@@ -134,5 +195,43 @@ mod tests {
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json[1]["reasons"][0], "has a filesystem signature (xfs)");
         assert!(json[0].get("reasons").is_none());
+    }
+
+    #[test]
+    fn a_disk_in_use_is_reported_where_the_host_mounts_it() {
+        // lsblk in the vg-manager pod: the data disk holding /var/lib/kubelet, as the pod sees
+        // it (its /etc/hosts, termination log and hostPath volumes come from that disk).
+        let mut data = dev("/dev/sdb", "ext4");
+        data.maj_min = "8:16".into();
+        data.mountpoints = ["/etc/hosts", "/dev/termination-log", "/run/topolvm"]
+            .map(String::from)
+            .to_vec();
+        let mut blank = dev("/dev/sdc", "");
+        blank.maj_min = "8:32".into();
+        let mut devices = [data, blank];
+        let host = lvm::mount::parse(
+            "29 1 8:3 / / rw,relatime shared:1 - xfs /dev/sda3 rw\n\
+             88 29 8:16 / /var/lib/kubelet rw,relatime shared:45 - ext4 /dev/sdb rw\n\
+             89 29 8:16 /containerd /var/lib/containerd rw,relatime shared:45 - ext4 /dev/sdb rw\n\
+             412 88 8:16 /pods/0c7e/volume-subpaths/conf/app/0 /var/lib/kubelet/pods/0c7e/volume-subpaths/conf/app/0 rw shared:45 - ext4 /dev/sdb rw\n",
+        )
+        .unwrap();
+        set_mount_points(&mut devices, &host);
+        let e = entries(
+            &devices,
+            &Report::default(),
+            "",
+            None,
+            &BTreeMap::new(),
+            false,
+        );
+        assert_eq!(
+            e[0].reasons,
+            [
+                "has a filesystem signature (ext4)",
+                "mounted at /var/lib/kubelet, /var/lib/containerd"
+            ]
+        );
+        assert_eq!(e[1].verdict, "eligible");
     }
 }

@@ -47,7 +47,8 @@ fn discover(args: &[String]) -> Result<String, String> {
         }
     }
     let runner = std::sync::Arc::new(vg_manager::run::exec(mode));
-    let devices = lvm::lsblk::list(runner.as_ref()).map_err(|e| e.to_string())?;
+    let (devices, container_mounts) =
+        discover::block_devices(runner.as_ref()).map_err(|e| e.to_string())?;
     // Without lvm2 (or its daemonless metadata) the rules still run; PVs are then unknown.
     let report = Lvm::new(runner.clone()).report().unwrap_or_else(|e| {
         eprintln!("vg-manager: no LVM report ({e}); judging without it");
@@ -64,7 +65,14 @@ fn discover(args: &[String]) -> Result<String, String> {
             .collect()
     });
     let loops = discover::loop_backing(runner.as_ref() as &dyn Runner);
-    let entries = discover::entries(&devices, &report, &vg, selected.as_ref(), &loops);
+    let entries = discover::entries(
+        &devices,
+        &report,
+        &vg,
+        selected.as_ref(),
+        &loops,
+        container_mounts,
+    );
     Ok(if json {
         serde_json::to_string_pretty(&entries).expect("serializes") + "\n"
     } else {

@@ -54,6 +54,8 @@ pub struct Observed<'a> {
     pub loops: &'a BTreeMap<String, String>,
     /// A selector path resolved to its device node (symlinks followed); `None` if it does not exist.
     pub resolve: &'a dyn Fn(&str) -> Option<String>,
+    /// The devices' mount points are the agent container's own (see [`crate::discover`]).
+    pub container_mounts: bool,
 }
 
 fn failed(name: &str, reason: String, excluded: Vec<ExcludedDevice>) -> Plan {
@@ -137,6 +139,7 @@ pub fn plan(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan {
         selected: selected.as_ref(),
         report: Some(node.report),
         loop_backing: Some(node.loops),
+        container_mounts: node.container_mounts,
     };
     let verdicts = judge(node.devices, &ctx);
     let mut eligible = Vec::new();
@@ -370,6 +373,7 @@ mod tests {
                 report,
                 loops: &loops,
                 resolve: &resolve,
+                container_mounts: false,
             },
         )
     }

@@ -48,6 +48,7 @@ fn observe(runner: &Exec, lvm: &Lvm, name: &str, spec: &LVMVolumeGroupSpec) -> P
             report: &report,
             loops: &loops,
             resolve: &resolve,
+            container_mounts: false,
         },
     )
 }

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use lvms_api::LVMCluster;
-use lvms_api::names::{CSI_DRIVER_NAME, VG_MANAGER_NAME};
+use lvms_api::names::{CSI_DRIVER_NAME, HOST_MOUNTINFO, VG_MANAGER_NAME};
 
 use super::{labels, owned_meta, rbac::VG_MANAGER_SA, selector_and_template};
 use crate::config::Config;
@@ -199,6 +199,13 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
                 read_only: Some(true),
                 ..mount("lib-modules", "/lib/modules", None)
             },
+            // The host's mount table, so a disk refused for being mounted is reported where the
+            // host mounts it (the pod's own table says /etc/hosts, /run/topolvm, ...). One
+            // read-only file of the host's /proc rather than the host's PID namespace.
+            VolumeMount {
+                read_only: Some(true),
+                ..mount("host-mountinfo", HOST_MOUNTINFO, None)
+            },
             mount("plugin-dir", CSI_SOCKET_DIR, None),
             mount(
                 "pods-dir",
@@ -244,6 +251,7 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
         host_path("run-lock-lvm", "/run/lock/lvm", "DirectoryOrCreate"),
         host_path("etc-lvm", "/etc/lvm", "DirectoryOrCreate"),
         host_path("lib-modules", "/lib/modules", "Directory"),
+        host_path("host-mountinfo", "/proc/1/mountinfo", "File"),
         host_path("plugin-dir", &plugin_dir, "DirectoryOrCreate"),
         host_path(
             "registration-dir",
@@ -391,6 +399,11 @@ mod tests {
                 "missing {path}"
             );
         }
+        let host_mounts = mounts
+            .iter()
+            .find(|m| m.mount_path == HOST_MOUNTINFO)
+            .unwrap();
+        assert_eq!(host_mounts.read_only, Some(true));
         let pods = mounts
             .iter()
             .find(|m| m.mount_path == "/var/lib/kubelet/pods")
@@ -411,6 +424,17 @@ mod tests {
         let reg = &p.containers[1];
         assert!(reg.args.as_ref().unwrap().contains(&"--kubelet-registration-path=/var/lib/kubelet/plugins/topolvm.io/node/csi-topolvm.sock".to_string()));
         let vols = p.volumes.clone().unwrap();
+        let source = |name: &str| {
+            let v = vols.iter().find(|v| v.name == name).unwrap();
+            v.host_path.clone().unwrap()
+        };
+        let host_table = source(&host_mounts.name);
+        assert_eq!(
+            (host_table.path.as_str(), host_table.type_.as_deref()),
+            ("/proc/1/mountinfo", Some("File")),
+            "the host's init's table; no hostPID needed"
+        );
+        assert_eq!(p.host_pid, None);
         let reg_dir = vols.iter().find(|v| v.name == "registration-dir").unwrap();
         assert_eq!(
             reg_dir.host_path.as_ref().unwrap().path,
