@@ -406,7 +406,7 @@ fn cel_walk(
         .into_iter()
         .flatten()
     {
-        eval_rule(rule, v, old, path, ctx, programs, errors);
+        eval_rule(schema, rule, v, old, path, ctx, programs, errors);
     }
     match v {
         Value::Object(obj) => {
@@ -439,7 +439,9 @@ fn cel_walk(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn eval_rule(
+    schema: &Value,
     rule: &Value,
     v: &Value,
     old: Option<&Value>,
@@ -475,7 +477,14 @@ fn eval_rule(
         .unwrap_or_else(|| format!("failed rule: {text}"));
     match program.execute(&scope) {
         Ok(CelValue::Bool(true)) => {}
-        Ok(CelValue::Bool(false)) => invalid(errors, &at, v, message),
+        // The server names the schema type of the rule's node, not the value, as the "value".
+        Ok(CelValue::Bool(false)) => errors.push(FieldError {
+            path: at,
+            message: format!(
+                "Invalid value: {}: {message}",
+                Value::String(schema_type(schema).into())
+            ),
+        }),
         Ok(other) => panic!("rule `{text}` at {path} returned {other:?}, not a bool"),
         // The API server reports evaluation errors as refusals too; a rule that errors on a valid
         // object is a bug the tests must see, so keep the evaluator's words.
@@ -486,6 +495,11 @@ fn eval_rule(
             format!("rule `{text}` could not be evaluated: {e}"),
         ),
     }
+}
+
+/// A node's `type` as the API server prints it in CEL refusals (empty for int-or-string).
+fn schema_type(schema: &Value) -> &str {
+    schema.get("type").and_then(Value::as_str).unwrap_or("")
 }
 
 /// Kubernetes' CEL environment, with what the `cel` crate lacks and our rules use: `type()` and

@@ -391,6 +391,20 @@ fn chunk_size_between_64ki_and_1gi() {
         &at,
         "between 64Ki and 1Gi",
     );
+    // The refusal as the README shows it: the field, the node's type, the rule's message.
+    let errors = lvmcluster()
+        .create(&cluster(json!([set(
+            thin("vg1"),
+            "thinPoolConfig.chunkSize",
+            json!("32Ki")
+        )])))
+        .unwrap_err();
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "spec.storage.deviceClasses[0].thinPoolConfig.chunkSize: Invalid value: \"object\": chunkSize must be between 64Ki and 1Gi"
+        ]
+    );
     for too_far in [
         json!(65535),
         json!(1073741825),
