@@ -16,8 +16,7 @@ use lvms_api::{
 /// migration; a VG without it is never touched.
 pub const OWNER_TAG: &str = "lvms";
 /// Defaults of the Static policies (LVMS's values).
-pub const DEFAULT_CHUNK_SIZE: u64 = 128 * 1024;
-pub const DEFAULT_METADATA_SIZE: u64 = 1 << 30;
+pub use lvms_api::lvmcluster::{DEFAULT_CHUNK_SIZE, DEFAULT_METADATA_SIZE};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
