@@ -7,13 +7,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::controller::{self, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use lvms_api::{LVMCluster, LVMVolumeGroup, LVMVolumeGroupNodeStatus};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::http::Health;
@@ -128,8 +128,14 @@ pub async fn run(client: Client, opts: Options) -> anyhow_free::Result<()> {
         .graceful_shutdown_on(shutdown_signal())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
-            if let Err(e) = res {
-                warn!(error = %e, "reconcile");
+            match res {
+                Ok(_) => {}
+                // A trigger (an owned object's deletion) for an LVMCluster that has just left the
+                // cache: nothing to reconcile, and no reason to warn whoever deleted it.
+                Err(controller::Error::ObjectNotFound(obj)) => {
+                    debug!(%obj, "reconcile: the LVMCluster is gone")
+                }
+                Err(e) => warn!(error = %e, "reconcile"),
             }
         })
         .await;
