@@ -173,17 +173,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn renders_verdicts_with_reasons() {
-        let devices = [dev("/dev/sdb", ""), dev("/dev/sdc", "xfs")];
-        let e = entries(
-            &devices,
+    /// The verdicts on `devices` with no VG, selector or loop devices around them.
+    fn verdicts(devices: &[BlockDevice]) -> Vec<Entry> {
+        entries(
+            devices,
             &Report::default(),
             "",
             None,
             &BTreeMap::new(),
             false,
-        );
+        )
+    }
+
+    #[test]
+    fn renders_verdicts_with_reasons() {
+        let devices = [dev("/dev/sdb", ""), dev("/dev/sdc", "xfs")];
+        let e = verdicts(&devices);
         assert_eq!(e[0].verdict, "eligible");
         assert_eq!(e[1].reasons, ["has a filesystem signature (xfs)"]);
         let text = render(&e);
@@ -217,14 +222,7 @@ mod tests {
         )
         .unwrap();
         set_mount_points(&mut devices, &host);
-        let e = entries(
-            &devices,
-            &Report::default(),
-            "",
-            None,
-            &BTreeMap::new(),
-            false,
-        );
+        let e = verdicts(&devices);
         assert_eq!(
             e[0].reasons,
             [
