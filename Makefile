@@ -37,9 +37,8 @@ bench-vm: ## The CSI benchmark on real LVM in a guest: CreateVolume vs raw lvcre
 crds: ## Regenerate crds/ from the API types
 	$(CARGO) run --quiet --locked -p crd-tools --bin crdgen -- crds
 
-crds-check: ## Fail when crds/ differs from what the API types generate, or when kube-apiserver would refuse a CRD
+crds-check: ## Fail when crds/ differs from what the API types generate (the CEL cost verdict is a test: crd-tools/tests/check_command.rs)
 	$(CARGO) run --quiet --locked -p crd-tools --bin crdgen -- --check crds
-	$(CARGO) run --quiet --locked -p crd-tools --bin crd-tools -- check crds/*.yaml >/dev/null
 
 cel-cost: ## Each CEL rule of crds/ with its estimated cost against the API server's budgets
 	$(CARGO) run --quiet --locked -p crd-tools --bin crd-tools -- check crds/*.yaml

@@ -195,8 +195,7 @@ fn bytes_of(field: &str) -> String {
 
 /// `field`'s bytes, or `default` when the field is unset.
 fn bytes_or(field: &str, default: u64) -> String {
-    let (parent, name) = field.rsplit_once('.').expect("a field of an object");
-    format!("(has({parent}.{name}) ? {} : {default})", bytes_of(field))
+    format!("(has({field}) ? {} : {default})", bytes_of(field))
 }
 
 /// `field` (a quantity on `self`) is unset, or between `min` and `max` bytes. An integer is

@@ -478,13 +478,10 @@ fn eval_rule(
     match program.execute(&scope) {
         Ok(CelValue::Bool(true)) => {}
         // The server names the schema type of the rule's node, not the value, as the "value".
-        Ok(CelValue::Bool(false)) => errors.push(FieldError {
-            path: at,
-            message: format!(
-                "Invalid value: {}: {message}",
-                Value::String(schema_type(schema).into())
-            ),
-        }),
+        Ok(CelValue::Bool(false)) => {
+            let node_type = Value::String(schema_type(schema).into());
+            invalid(errors, &at, &node_type, message)
+        }
         Ok(other) => panic!("rule `{text}` at {path} returned {other:?}, not a bool"),
         // The API server reports evaluation errors as refusals too; a rule that errors on a valid
         // object is a bug the tests must see, so keep the evaluator's words.

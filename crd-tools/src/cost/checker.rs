@@ -19,7 +19,6 @@ const REGEX_STRING_LENGTH: f64 = 0.25;
 const SELECT_AND_IDENT: u64 = 1;
 const CREATE_LIST: u64 = 10;
 const CREATE_MAP: u64 = 30;
-const CREATE_MESSAGE: u64 = 40;
 /// The accumulator of macro comprehensions (cel-go's `__result__`); cel-go gives it no path.
 const ACCUMULATOR: &str = "@result";
 
@@ -206,7 +205,8 @@ pub struct Checked {
     pub uses_old_self: bool,
 }
 
-/// Checks `source` with `self` (and `oldSelf`) typed as `root`.
+/// Checks `source` with `self` (and `oldSelf`) typed as `root`. An error ends the check and the
+/// walk with it, so scopes are only unwound on success.
 pub fn check(source: &str, root: &Rc<Decl>) -> Result<Checked, String> {
     let parsed = kube_cel::cel::Program::compile(source).map_err(|e| {
         let text = e.to_string();
@@ -353,16 +353,8 @@ impl Coster {
                     path: None,
                 })
             }
-            Expr::Struct(s) => {
-                let mut cost = CREATE_MESSAGE;
-                for entry in &s.entries {
-                    if let EntryExpr::StructField(f) = &entry.expr {
-                        cost = cost.saturating_add(self.eval(&f.value)?.cost);
-                    }
-                }
-                let _ = cost; // message construction (cost 40 + fields) has no schema types
-                Err(format!("undeclared reference to '{}'", s.type_name))
-            }
+            // Message construction: CRD rules have no message types to build.
+            Expr::Struct(s) => Err(format!("undeclared reference to '{}'", s.type_name)),
             Expr::Comprehension(c) => self.comprehension(c),
             Expr::Call(call) => {
                 // cel.bind(name, init, body) is a macro in cel-go; this parser leaves it a call.
@@ -442,9 +434,8 @@ impl Coster {
             path: init.path.clone(),
             size: init.size,
         });
-        let body = self.eval(&args[2]);
+        let body = self.eval(&args[2])?;
         self.scopes.pop();
-        let body = body?;
         // Binds keep the cost of their (empty) iteration range: a list literal.
         Ok(Node {
             ty: body.ty,
@@ -483,26 +474,15 @@ impl Coster {
             path: iter_path,
             size: None,
         });
-        let body = (|| {
-            let cond = self.eval(&c.loop_cond)?;
-            let step = self.eval(&c.loop_step)?;
-            Ok::<_, String>((cond, step))
-        })();
+        let cond = self.eval(&c.loop_cond)?;
+        let step = self.eval(&c.loop_step)?;
         self.scopes.pop();
-        let (cond, step) = match body {
-            Ok(b) => b,
-            Err(e) => {
-                self.scopes.pop();
-                return Err(e);
-            }
-        };
         // The accumulator takes the step's type: `[]` grows into a list of the items added.
         if let Some(acc) = self.scopes.last_mut() {
             acc.ty = Ty::join(&step.ty, &init.ty);
         }
-        let result = self.eval(&c.result);
+        let result = self.eval(&c.result)?;
         self.scopes.pop();
-        let result = result?;
         let count = self.size(&range);
         let per_item = cond.cost.saturating_add(step.cost);
         Ok(Node {
@@ -992,20 +972,14 @@ impl Coster {
 /// The size of `s.replace(from, with)` (the library's estimate).
 fn replaced(s: Size, from: Size, with: Size) -> Size {
     let (count_max, kept_max) = if from.min == 0 {
-        (
-            s.max.saturating_add(if s.max < u64::MAX { 1 } else { 0 }),
-            s.max,
-        )
+        (s.max.saturating_add(1), s.max)
     } else if with.max <= from.min {
         (0, s.max)
     } else {
         ((s.max as f64 / from.min as f64).ceil() as u64, 0)
     };
     let (count_min, kept_min) = if from.max == 0 {
-        (
-            s.min.saturating_add(if s.min < u64::MAX { 1 } else { 0 }),
-            s.min,
-        )
+        (s.min.saturating_add(1), s.min)
     } else if from.max <= with.min {
         (0, s.min)
     } else {

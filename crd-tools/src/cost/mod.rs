@@ -118,11 +118,13 @@ pub fn check_crd(crd: &Value) -> Result<Vec<Report>, String> {
         .collect();
     // The server's internal form keeps one top-level schema when all versions share it.
     let shared = schemas.windows(2).all(|w| w[0].1 == w[1].1);
+    let checked = if shared {
+        &schemas[..schemas.len().min(1)]
+    } else {
+        &schemas[..]
+    };
     let mut reports = Vec::new();
-    for (i, (version, schema)) in schemas.iter().enumerate() {
-        if shared && i > 0 {
-            break;
-        }
+    for (i, (version, schema)) in checked.iter().enumerate() {
         let (label, base) = if shared {
             (
                 name.to_string(),
