@@ -65,6 +65,14 @@ impl Harness {
             .map(|v| serde_json::from_value(v).unwrap())
     }
 
+    /// Deletes the LVMCluster as a user would (its finalizers keep it until the operator is done).
+    async fn delete_cluster(&self, name: &str) {
+        kube::Api::<LVMCluster>::namespaced(self.ctx.client.clone(), NS)
+            .delete(name, &Default::default())
+            .await
+            .unwrap();
+    }
+
     async fn reconcile(&self, name: &str) {
         let c = self.cluster(name).expect("cluster exists");
         reconcile(Arc::new(c), self.ctx.clone())
@@ -357,11 +365,7 @@ async fn full_lifecycle() {
     // Deletion is blocked while a PVC uses an lvms StorageClass.
     h.api.seed("api/v1/persistentvolumeclaims", json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "db", "namespace": "apps"}, "spec": {"storageClassName": "lvms-fast"}}));
     h.api.seed("api/v1/persistentvolumeclaims", json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "other", "namespace": "apps"}, "spec": {"storageClassName": "gp3"}}));
-    let clusters: kube::Api<LVMCluster> = kube::Api::namespaced(h.ctx.client.clone(), NS);
-    clusters
-        .delete("lvmcluster", &Default::default())
-        .await
-        .unwrap();
+    h.delete_cluster("lvmcluster").await;
     h.reconcile("lvmcluster").await;
     assert_eq!(
         h.names(VGS),
@@ -456,11 +460,7 @@ async fn stale_copies_of_a_released_cluster_change_nothing() {
     seed_cluster(&h, "lvmcluster");
     let created = h.cluster("lvmcluster").unwrap();
     h.reconcile("lvmcluster").await;
-    let clusters: kube::Api<LVMCluster> = kube::Api::namespaced(h.ctx.client.clone(), NS);
-    clusters
-        .delete("lvmcluster", &Default::default())
-        .await
-        .unwrap();
+    h.delete_cluster("lvmcluster").await;
     // No node holds the volume groups: the first pass deletes them, the second releases.
     h.reconcile("lvmcluster").await;
     let releasing = h
@@ -594,11 +594,7 @@ async fn on_openshift_vg_manager_gets_its_scc_for_as_long_as_it_runs() {
     assert_eq!(sc["runAsNonRoot"], true);
 
     // Deleted: the SCC goes with the agents, not before.
-    let clusters: kube::Api<LVMCluster> = kube::Api::namespaced(h.ctx.client.clone(), NS);
-    clusters
-        .delete("lvmcluster", &Default::default())
-        .await
-        .unwrap();
+    h.delete_cluster("lvmcluster").await;
     h.nodes_report_ready(&["fast", "bulk"]);
     h.reconcile("lvmcluster").await;
     assert!(
