@@ -65,6 +65,11 @@ impl Harness {
             .map(|v| serde_json::from_value(v).unwrap())
     }
 
+    fn finalizers(&self, name: &str) -> Vec<String> {
+        let cluster = self.cluster(name).expect("cluster exists");
+        cluster.metadata.finalizers.unwrap_or_default()
+    }
+
     /// Deletes the LVMCluster as a user would (its finalizers keep it until the operator is done).
     async fn delete_cluster(&self, name: &str) {
         kube::Api::<LVMCluster>::namespaced(self.ctx.client.clone(), NS)
@@ -441,14 +446,7 @@ async fn a_stale_cached_object_does_not_fail_the_pass() {
     reconcile(Arc::new(stale), h.ctx.clone())
         .await
         .expect("a stale copy reconciles cleanly");
-    assert_eq!(
-        h.cluster("lvmcluster")
-            .unwrap()
-            .metadata
-            .finalizers
-            .unwrap(),
-        ["lvmcluster.topolvm.io"]
-    );
+    assert_eq!(h.finalizers("lvmcluster"), ["lvmcluster.topolvm.io"]);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -487,14 +485,7 @@ async fn stale_copies_of_a_released_cluster_change_nothing() {
         "the new cluster keeps its agents"
     );
     assert_eq!(h.names(VGS), ["bulk", "fast"]);
-    assert_eq!(
-        h.cluster("lvmcluster")
-            .unwrap()
-            .metadata
-            .finalizers
-            .unwrap(),
-        ["lvmcluster.topolvm.io"]
-    );
+    assert_eq!(h.finalizers("lvmcluster"), ["lvmcluster.topolvm.io"]);
 }
 
 #[tokio::test(flavor = "current_thread")]
