@@ -23,7 +23,8 @@ FROM docker.io/library/debian:bookworm-slim
 # Every program the agent runs, by the bookworm package that ships it (tests/e2e/tests/images.rs
 # checks this list against the programs named in lvm/src and vg-manager/src):
 #   lvm2                     lvm (every LVM command goes through `lvm <command>`)
-#   dmsetup                  dmsetup (removing device-mapper children before a wipe)
+#   dmsetup                  dmsetup (removing device-mapper children before a wipe; is dm-raid
+#                            loaded, for RAID classes)
 #   thin-provisioning-tools  thin_check, thin_repair (lvm2 runs them when it activates a thin pool)
 #   xfsprogs                 mkfs.xfs, xfs_growfs, xfs_info
 #   e2fsprogs                mkfs.ext4, resize2fs, dumpe2fs
@@ -32,7 +33,8 @@ FROM docker.io/library/debian:bookworm-slim
 #   udev                     udevadm (settle after wiping)
 #   coreutils                df, stat, realpath, mkdir, touch, rm, rmdir (essential; listed anyway)
 #   kmod                     modprobe (lvm2 loads dm-thin-pool, dm-snapshot, dm-raid1 on first
-#                            use; the DaemonSet mounts the host's /lib/modules read-only)
+#                            use, vg-manager dm-raid for RAID classes; the DaemonSet mounts the
+#                            host's /lib/modules read-only)
 #   ca-certificates          the API client (rustls) loads the system's roots before adding the
 #                            cluster's CA, and refuses to start with none
 RUN apt-get update \

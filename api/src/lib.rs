@@ -6,6 +6,7 @@ pub mod logical_volume;
 pub mod lvmcluster;
 pub mod names;
 pub mod nodes;
+pub mod raid;
 pub mod schema;
 pub mod status;
 pub mod validate;
@@ -17,8 +18,12 @@ pub use lvmcluster::{
     LVMClusterSpec, LVMClusterStatus, MetadataSizeCalculationPolicy, ReclaimPolicy, Storage,
     StorageClassOptions, ThinPoolConfig, VolumeBindingMode, quantity_bytes,
 };
+pub use raid::{
+    DeviceDiscoveryPolicy, DeviceDiscoveryPolicyStatus, RAIDConfig, RAIDType, RaidLayout,
+};
 pub use status::{
-    DeviceClassStatus, ExcludedDevice, LVMStateType, NodeStatus, VGStatus, VGStatusType,
+    DeviceClassStatus, ExcludedDevice, LVMStateType, NodeStatus, RAIDHealthStatus, RAIDLVHealth,
+    RAIDStatus, VGStatus, VGStatusType,
 };
 pub use volume_group::{
     LVMVolumeGroup, LVMVolumeGroupNodeStatus, LVMVolumeGroupNodeStatusSpec, LVMVolumeGroupSpec,

@@ -15,6 +15,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::raid::{DeviceDiscoveryPolicy, RAIDConfig};
 use crate::schema::{node_selector_schema, quantity_schema};
 use crate::status::{DeviceClassStatus, LVMStateType};
 
@@ -86,26 +87,35 @@ pub struct Storage {
     pub device_classes: Vec<DeviceClass>,
 }
 
+/// The rules of one device class: what may change on update, and (from [`crate::raid`]) how a
+/// RAID config fits the class's devices.
+fn device_class_rules() -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let mut rules = vec![
+        json!({
+            "rule": "has(self.nodeSelector) == has(oldSelf.nodeSelector) && (!has(self.nodeSelector) || self.nodeSelector == oldSelf.nodeSelector)",
+            "message": "nodeSelector is immutable",
+            "fieldPath": ".nodeSelector",
+        }),
+        json!({
+            "rule": "has(self.thinPoolConfig) == has(oldSelf.thinPoolConfig)",
+            "message": "a thick device class cannot become thin or the other way round: thinPoolConfig cannot be added or removed",
+            "fieldPath": ".thinPoolConfig",
+        }),
+        json!({
+            "rule": "(has(self.deviceSelector) && has(self.deviceSelector.forceWipeDevicesAndDestroyAllData) && self.deviceSelector.forceWipeDevicesAndDestroyAllData) == (has(oldSelf.deviceSelector) && has(oldSelf.deviceSelector.forceWipeDevicesAndDestroyAllData) && oldSelf.deviceSelector.forceWipeDevicesAndDestroyAllData)",
+            "message": "forceWipeDevicesAndDestroyAllData is immutable",
+            "fieldPath": ".deviceSelector.forceWipeDevicesAndDestroyAllData",
+        }),
+    ];
+    rules.extend(crate::raid::device_class_rules());
+    rules
+}
+
 /// A set of disks on a set of nodes that form one volume group, optionally with a thin pool.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {
-        "rule": "has(self.nodeSelector) == has(oldSelf.nodeSelector) && (!has(self.nodeSelector) || self.nodeSelector == oldSelf.nodeSelector)",
-        "message": "nodeSelector is immutable",
-        "fieldPath": ".nodeSelector",
-    },
-    {
-        "rule": "has(self.thinPoolConfig) == has(oldSelf.thinPoolConfig)",
-        "message": "a thick device class cannot become thin or the other way round: thinPoolConfig cannot be added or removed",
-        "fieldPath": ".thinPoolConfig",
-    },
-    {
-        "rule": "(has(self.deviceSelector) && has(self.deviceSelector.forceWipeDevicesAndDestroyAllData) && self.deviceSelector.forceWipeDevicesAndDestroyAllData) == (has(oldSelf.deviceSelector) && has(oldSelf.deviceSelector.forceWipeDevicesAndDestroyAllData) && oldSelf.deviceSelector.forceWipeDevicesAndDestroyAllData)",
-        "message": "forceWipeDevicesAndDestroyAllData is immutable",
-        "fieldPath": ".deviceSelector.forceWipeDevicesAndDestroyAllData",
-    },
-]))]
+#[schemars(extend("x-kubernetes-validations" = device_class_rules()))]
 pub struct DeviceClass {
     /// Name of the class: the volume group on each node, the suffix of StorageClass `lvms-<name>`.
     #[schemars(
@@ -123,6 +133,15 @@ pub struct DeviceClass {
     /// Thin pool settings. Unset: a thick class (plain linear volumes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thin_pool_config: Option<ThinPoolConfig>,
+    /// Volumes of this class are LVM RAID volumes of this level (a thick class; not with
+    /// thinPoolConfig). Needs paths or optionalPaths. Immutable; cannot be added or removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raid_config: Option<RAIDConfig>,
+    /// Without paths/optionalPaths: `Static` keeps the devices the volume group was created
+    /// with, `Dynamic` adds eligible devices that appear later. Unset: Static for a new volume
+    /// group, Dynamic for one that exists. May change at any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_discovery_policy: Option<DeviceDiscoveryPolicy>,
     /// The class of PVCs that name no StorageClass. At most one class is the default.
     #[serde(default)]
     pub default: bool,
@@ -416,6 +435,10 @@ impl DeviceClass {
 
     pub fn is_thin(&self) -> bool {
         self.thin_pool_config.is_some()
+    }
+
+    pub fn is_raid(&self) -> bool {
+        self.raid_config.is_some()
     }
 
     /// Whether wiping was requested for explicit paths (the only case in which it is honoured).

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::lvmcluster::{DeviceClass, DeviceSelector, ThinPoolConfig};
+use crate::raid::{DeviceDiscoveryPolicy, RAIDConfig};
 use crate::schema::node_selector_schema;
 use crate::status::VGStatus;
 
@@ -27,6 +28,11 @@ use crate::status::VGStatus;
     derive = "PartialEq"
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(has(self.raidConfig) && has(self.thinPoolConfig))",
+    "message": "raidConfig and thinPoolConfig are mutually exclusive",
+    "fieldPath": ".raidConfig",
+}]))]
 pub struct LVMVolumeGroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_selector: Option<DeviceSelector>,
@@ -35,6 +41,10 @@ pub struct LVMVolumeGroupSpec {
     pub node_selector: Option<NodeSelector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thin_pool_config: Option<ThinPoolConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raid_config: Option<RAIDConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_discovery_policy: Option<DeviceDiscoveryPolicy>,
     #[serde(default)]
     pub default: bool,
 }
@@ -49,6 +59,8 @@ impl From<&DeviceClass> for LVMVolumeGroupSpec {
             device_selector: class.device_selector.clone(),
             node_selector: class.node_selector.clone(),
             thin_pool_config: class.thin_pool_config.clone(),
+            raid_config: class.raid_config.clone(),
+            device_discovery_policy: class.device_discovery_policy,
             default: class.default,
         }
     }

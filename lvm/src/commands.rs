@@ -17,11 +17,19 @@ pub enum Layout {
         stripes: u32,
         stripe_size: u64,
     },
-    /// RAID1 with `mirrors` extra copies.
-    Raid1 {
-        mirrors: u32,
+    /// An LVM RAID volume (dm-raid): `level` is raid1, raid4, raid5, raid6 or raid10; `mirrors`
+    /// extra copies for raid1/raid10; `stripes` data stripes and `stripe_size` bytes for the
+    /// striped levels.
+    Raid {
+        level: &'static str,
+        mirrors: Option<u32>,
+        stripes: Option<u32>,
+        stripe_size: Option<u64>,
     },
 }
+
+/// The RAID levels [`Layout::Raid`] accepts.
+pub const RAID_LEVELS: [&str; 5] = ["raid1", "raid4", "raid5", "raid6", "raid10"];
 
 /// A thin pool request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,13 +133,28 @@ impl Lvm {
 
     /// Creates `name` on `devices`, tagged `tag` (the ownership mark: a VG without it is not ours).
     pub fn vgcreate(&self, name: &str, devices: &[String], tag: &str) -> Result<(), Error> {
+        self.vgcreate_tagged(name, devices, &[tag])
+    }
+
+    /// Creates `name` on `devices` with every tag of `tags`, in one command (so no crash can
+    /// leave the VG with some of them).
+    pub fn vgcreate_tagged(
+        &self,
+        name: &str,
+        devices: &[String],
+        tags: &[&str],
+    ) -> Result<(), Error> {
         check_name("volume group", name)?;
-        check_tag(tag)?;
         devices.iter().try_for_each(|d| check_device(d))?;
         if devices.is_empty() {
             return Err(Error::Invalid("vgcreate needs at least one device".into()));
         }
-        let mut a = vec![s("vgcreate"), s("--addtag"), tag.into(), name.into()];
+        let mut a = vec![s("vgcreate")];
+        for t in tags {
+            check_tag(t)?;
+            a.extend([s("--addtag"), s(t)]);
+        }
+        a.push(name.into());
         a.extend(devices.iter().cloned());
         self.lvm(a).map(drop)
     }
@@ -246,8 +269,25 @@ impl Lvm {
                 s("--stripesize"),
                 bytes_arg(stripe_size)?,
             ]),
-            Layout::Raid1 { mirrors } => {
-                a.extend([s("--type"), s("raid1"), s("--mirrors"), s(mirrors)])
+            Layout::Raid {
+                level,
+                mirrors,
+                stripes,
+                stripe_size,
+            } => {
+                if !RAID_LEVELS.contains(&level) {
+                    return Err(Error::Invalid(format!("unknown RAID level {level:?}")));
+                }
+                a.extend([s("--type"), s(level)]);
+                if let Some(m) = mirrors {
+                    a.extend([s("--mirrors"), s(m)]);
+                }
+                if let Some(n) = stripes {
+                    a.extend([s("--stripes"), s(n)]);
+                }
+                if let Some(z) = stripe_size {
+                    a.extend([s("--stripesize"), bytes_arg(z)?]);
+                }
             }
         }
         add_tags(&mut a, tags)?;

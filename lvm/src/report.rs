@@ -9,14 +9,17 @@ use crate::error::Error;
 pub const VG_FIELDS: &str =
     "vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_tags,pv_count,lv_count,vg_missing_pv_count";
 pub const PV_FIELDS: &str = "pv_name,pv_uuid,vg_name,pv_size,pv_free,dev_size,pv_tags,pv_missing";
-pub const LV_FIELDS: &str = "lv_name,vg_name,lv_uuid,lv_size,lv_attr,lv_tags,pool_lv,origin,data_percent,metadata_percent,lv_metadata_size,lv_active,lv_dm_path";
+pub const LV_FIELDS: &str = "lv_name,vg_name,lv_uuid,lv_size,lv_attr,lv_tags,pool_lv,origin,data_percent,metadata_percent,lv_metadata_size,lv_active,lv_dm_path,lv_health_status,sync_percent,raid_sync_action";
 /// Segment columns (chunk size and type live on segments); merged into the LV by its uuid.
 pub const SEG_FIELDS: &str = "lv_uuid,segtype,chunk_size";
 
 /// Arguments of the single report command.
 pub fn fullreport_args() -> Vec<String> {
+    // --all lists the hidden sub-volumes too: a RAID volume's images (`[lv_rimage_0]`) say
+    // which members it lost. Every consumer skips them by name or attribute.
     let mut a: Vec<String> = [
         "fullreport",
+        "--all",
         "--reportformat",
         "json",
         "--units",
@@ -135,6 +138,16 @@ pub struct LogicalVolume {
     pub active: String,
     #[serde(rename = "lv_dm_path", default)]
     pub dm_path: String,
+    /// lvm2's health of the volume: empty when fine; `partial` (a PV is missing), `refresh
+    /// needed`, `mismatches exist` (RAID); `failed`, `out_of_data`... (thin pools).
+    #[serde(rename = "lv_health_status", default)]
+    pub health_status: String,
+    /// RAID and mirror volumes: percent in sync; `None` for other volumes.
+    #[serde(rename = "sync_percent", deserialize_with = "percent", default)]
+    pub sync_percent: Option<f64>,
+    /// RAID volumes: `idle`, `resync`, `recover`, `check`, `repair`, `frozen`, `reshape`.
+    #[serde(rename = "raid_sync_action", default)]
+    pub raid_sync_action: String,
 }
 
 impl LogicalVolume {
@@ -153,6 +166,14 @@ impl LogicalVolume {
     }
     pub fn is_active(&self) -> bool {
         self.attr(4) == 'a'
+    }
+    /// An LVM RAID volume (segment type raid1, raid5_ls, raid10...).
+    pub fn is_raid(&self) -> bool {
+        self.segtype.starts_with("raid") && !self.is_internal()
+    }
+    /// The lv_attr health flag (9th character) or lv_health_status says a PV under it is missing.
+    pub fn is_partial(&self) -> bool {
+        self.attr(8) == 'p' || self.health_status == "partial"
     }
     pub fn full_name(&self) -> String {
         format!("{}/{}", self.vg_name, self.name)

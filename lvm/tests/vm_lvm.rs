@@ -182,8 +182,19 @@ fn operations_on_real_lvm() {
         &[],
     )
     .unwrap();
-    lvm.create_thick_lv("vg2", "mir", 32 * MIB, Layout::Raid1 { mirrors: 1 }, &[])
-        .unwrap();
+    lvm.create_thick_lv(
+        "vg2",
+        "mir",
+        32 * MIB,
+        Layout::Raid {
+            level: "raid1",
+            mirrors: Some(1),
+            stripes: None,
+            stripe_size: None,
+        },
+        &[],
+    )
+    .unwrap();
     let rep = lvm.report().unwrap();
     let seg = |n: &str| rep.lv("vg2", n).unwrap().segtype.clone();
     assert_eq!(

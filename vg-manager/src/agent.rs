@@ -12,7 +12,8 @@ use lvm::lsblk::BlockDevice;
 use lvm::{Exec, Lvm, Report};
 use lvms_api::names::{CAPACITY_ANNOTATION_PREFIX, capacity_annotation, node_cleanup_finalizer};
 use lvms_api::{
-    LVMVolumeGroup, LVMVolumeGroupNodeStatus, LVMVolumeGroupNodeStatusSpec, VGStatus, VGStatusType,
+    DeviceDiscoveryPolicyStatus, LVMVolumeGroup, LVMVolumeGroupNodeStatus,
+    LVMVolumeGroupNodeStatusSpec, VGStatus, VGStatusType,
 };
 use serde_json::json;
 
@@ -44,6 +45,18 @@ pub struct Agent {
     pub lvm: Lvm,
     /// Shared with the LogicalVolume reconciler and the CSI node service.
     pub reports: Arc<Reports>,
+    /// The devices of the last scan, reused by passes that do not scan.
+    devices: std::sync::Mutex<Option<Devices>>,
+    /// dm-raid was found once: it is not looked for again.
+    raid_ok: std::sync::atomic::AtomicBool,
+}
+
+/// What a device scan found.
+#[derive(Clone)]
+struct Devices {
+    devices: Vec<BlockDevice>,
+    container_mounts: bool,
+    loops: BTreeMap<String, String>,
 }
 
 /// What one pass saw and did, for metrics and tests.
@@ -53,6 +66,9 @@ pub struct Outcome {
     pub usage: BTreeMap<String, ClassUsage>,
     /// LVM or disks were changed in this pass.
     pub changed: bool,
+    /// The next periodic pass must scan the disks again: a class discovers devices
+    /// (RuntimeDynamic) or is not built yet (a missing disk may appear).
+    pub rescan: bool,
 }
 
 struct Snapshot {
@@ -89,21 +105,51 @@ impl Agent {
             lvm: reports.lvm().clone(),
             runner,
             reports,
+            devices: Default::default(),
+            raid_ok: Default::default(),
         }
     }
 
     /// Reads the node's disks and LVM (blocking commands, off the async threads). The LVM report
     /// is read anew, and shared with whoever else needs one now.
     async fn snapshot(&self) -> Result<Snapshot, Error> {
-        let runner = self.runner.clone();
-        let (devices, container_mounts, loops) = tokio::task::spawn_blocking(move || {
-            let (devices, container_mounts) = crate::discover::block_devices(runner.as_ref())
-                .map_err(|e| Error::Lvm(e.to_string()))?;
-            let loops = crate::discover::loop_backing(runner.as_ref());
-            Ok::<_, Error>((devices, container_mounts, loops))
-        })
-        .await
-        .map_err(|e| Error::Lvm(format!("LVM task: {e}")))??;
+        self.snapshot_with(true).await
+    }
+
+    /// Like [`Self::snapshot`]; without `scan`, the disks of the last scan are reused (LVM is
+    /// always read anew).
+    async fn snapshot_with(&self, scan: bool) -> Result<Snapshot, Error> {
+        let cached = if scan {
+            None
+        } else {
+            self.devices.lock().unwrap().clone()
+        };
+        let found = match cached {
+            Some(d) => d,
+            None => {
+                let runner = self.runner.clone();
+                let d = tokio::task::spawn_blocking(move || {
+                    let (devices, container_mounts) =
+                        crate::discover::block_devices(runner.as_ref())
+                            .map_err(|e| Error::Lvm(e.to_string()))?;
+                    let loops = crate::discover::loop_backing(runner.as_ref());
+                    Ok::<_, Error>(Devices {
+                        devices,
+                        container_mounts,
+                        loops,
+                    })
+                })
+                .await
+                .map_err(|e| Error::Lvm(format!("LVM task: {e}")))??;
+                *self.devices.lock().unwrap() = Some(d.clone());
+                d
+            }
+        };
+        let Devices {
+            devices,
+            container_mounts,
+            loops,
+        } = found;
         let report = self
             .reports
             .fresh()
@@ -168,20 +214,35 @@ impl Agent {
             .filter(|vg| vg.metadata.deletion_timestamp.is_none())
             .filter_map(|vg| {
                 let name = vg.name_any();
-                let pool = vg
-                    .spec
-                    .thin_pool_config
-                    .as_ref()
-                    .map(|t| (t.name.as_str(), t.overprovision_ratio.max(1) as u64));
-                capacity::usage(&report, &name, pool).map(|u| (name, u))
+                capacity::usage(&report, &name, &vg.spec).map(|u| (name, u))
             })
             .collect();
         self.publish_capacity(&nodes, &node, &usage).await?;
         Ok(usage)
     }
 
-    /// One pass. Every step is idempotent, so an interrupted pass is finished by the next.
+    /// Why RAID volumes cannot be made here, checked (and dm-raid loaded) until it is found.
+    async fn raid_unavailable(&self) -> Option<String> {
+        use std::sync::atomic::Ordering;
+        if self.raid_ok.load(Ordering::Relaxed) {
+            return None;
+        }
+        let why = self
+            .blocking(|_, runner| lvm::dm::raid_available(runner).err())
+            .await;
+        self.raid_ok.store(why.is_none(), Ordering::Relaxed);
+        why
+    }
+
+    /// One pass with a disk scan. Every step is idempotent, so an interrupted pass is finished
+    /// by the next.
     pub async fn pass(&self) -> Result<Outcome, Error> {
+        self.pass_with(true).await
+    }
+
+    /// One pass; without `scan` the disks of the last scan stand (LVM is read anew, so RAID
+    /// health and capacity are current).
+    pub async fn pass_with(&self, scan: bool) -> Result<Outcome, Error> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let node = nodes
             .get(&self.node)
@@ -206,8 +267,16 @@ impl Agent {
             .and_then(|a| serde_json::from_str(a).ok())
             .unwrap_or_default();
 
-        let mut snap = self.snapshot().await?;
+        let mut snap = self.snapshot_with(scan).await?;
         let mut out = Outcome::default();
+        let raid_unavailable = if mine
+            .iter()
+            .any(|vg| vg.spec.raid_config.is_some() && vg.metadata.deletion_timestamp.is_none())
+        {
+            self.raid_unavailable().await
+        } else {
+            None
+        };
         let mut reported = Vec::new();
         for vg in &mine {
             let name = vg.name_any();
@@ -259,6 +328,7 @@ impl Agent {
                 loops: &snap.loops,
                 resolve: &resolve,
                 container_mounts: snap.container_mounts,
+                raid_unavailable: raid_unavailable.as_deref(),
             };
             let p = plan::plan(&name, &vg.spec, &observed);
             let status = if p.steps.is_empty() {
@@ -279,6 +349,7 @@ impl Agent {
                             loops: &snap.loops,
                             resolve: &resolve,
                             container_mounts: snap.container_mounts,
+                            raid_unavailable: raid_unavailable.as_deref(),
                         };
                         plan::plan(&name, &vg.spec, &observed).status
                     }
@@ -290,17 +361,16 @@ impl Agent {
                     },
                 }
             };
-            let pool = vg
-                .spec
-                .thin_pool_config
-                .as_ref()
-                .map(|t| (t.name.as_str(), t.overprovision_ratio.max(1) as u64));
-            if let Some(u) = capacity::usage(&snap.report, &name, pool) {
+            if let Some(u) = capacity::usage(&snap.report, &name, &vg.spec) {
                 out.usage.insert(name.clone(), u);
             }
             reported.push(status);
         }
         reported.sort_by(|a, b| a.name.cmp(&b.name));
+        out.rescan = reported.iter().any(|s| {
+            s.device_discovery_policy == Some(DeviceDiscoveryPolicyStatus::RuntimeDynamic)
+                || !matches!(s.status, VGStatusType::Ready | VGStatusType::Degraded)
+        });
         self.publish_status(&statuses_api, existing.as_ref(), &reported)
             .await?;
         self.publish_capacity(&nodes, &node, &out.usage).await?;

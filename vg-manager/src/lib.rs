@@ -11,5 +11,6 @@ pub mod logical_volume;
 pub mod lv_controller;
 pub mod metrics;
 pub mod plan;
+pub mod raid_health;
 pub mod reports;
 pub mod run;

@@ -11,7 +11,7 @@ use crate::agent::set_finalizers;
 use crate::reports::Reports;
 use lvm::{Layout, Lvm, Report};
 use lvms_api::names::LOGICAL_VOLUME_FINALIZER;
-use lvms_api::{LVMVolumeGroup, LogicalVolume, quantity_bytes};
+use lvms_api::{LVMVolumeGroup, LogicalVolume, RAIDType, RaidLayout, quantity_bytes};
 use serde_json::{Value, json};
 
 /// gRPC codes written to `status.code` (the CSI controller returns them as they are).
@@ -39,6 +39,8 @@ pub enum Action {
     Create {
         thin_pool: Option<String>,
         size: u64,
+        /// RAID classes: the layout of the new volume.
+        raid: Option<RaidLayout>,
     },
     Snapshot {
         origin: String,
@@ -110,6 +112,14 @@ pub fn decide(
                 };
             }
             if !lv.spec.source.is_empty() {
+                if class.spec.raid_config.is_some() {
+                    return Action::Fail {
+                        code: code::INVALID_ARGUMENT,
+                        message: format!(
+                            "device class {vg} is a RAID class: snapshots and clones need a thin class"
+                        ),
+                    };
+                }
                 if class.spec.thin_pool_config.is_none() {
                     return Action::Fail {
                         code: code::INVALID_ARGUMENT,
@@ -130,12 +140,7 @@ pub fn decide(
             }
             // Thin pools take any virtual size: the overprovision ratio is ours to enforce, here
             // as well as in the controller, since two controllers' decisions can race.
-            let pool = class
-                .spec
-                .thin_pool_config
-                .as_ref()
-                .map(|t| (t.name.as_str(), t.overprovision_ratio.max(1) as u64));
-            let available = crate::capacity::usage(report, vg, pool)
+            let available = crate::capacity::usage(report, vg, &class.spec)
                 .map(|u| u.available())
                 .unwrap_or(0);
             if size > available {
@@ -147,8 +152,13 @@ pub fn decide(
                 };
             }
             Action::Create {
-                thin_pool: pool.map(|(p, _)| p.to_string()),
+                thin_pool: class.spec.thin_pool_config.as_ref().map(|t| t.name.clone()),
                 size,
+                raid: class
+                    .spec
+                    .raid_config
+                    .as_ref()
+                    .map(|r| crate::capacity::raid_layout(report, vg, r)),
             }
         }
     }
@@ -163,11 +173,13 @@ pub fn execute(lvm: &Lvm, lv: &LogicalVolume, action: &Action) -> Result<(), (u3
         Action::Create {
             thin_pool: Some(pool),
             size,
+            ..
         } => lvm.create_thin_lv(vg, pool, &name, *size, &tags),
         Action::Create {
             thin_pool: None,
             size,
-        } => lvm.create_thick_lv(vg, &name, *size, Layout::Linear, &tags),
+            raid,
+        } => lvm.create_thick_lv(vg, &name, *size, layout(raid.as_ref()), &tags),
         Action::Snapshot { origin } => lvm.create_thin_snapshot(vg, origin, &name, &tags),
         Action::Extend { size } => lvm.extend(vg, &name, *size),
         Action::Remove => match lvm.remove(vg, &name) {
@@ -190,6 +202,19 @@ pub fn execute(lvm: &Lvm, lv: &LogicalVolume, action: &Action) -> Result<(), (u3
     })
 }
 
+/// The lvm2 layout of a new thick volume: linear, or the class's RAID level.
+fn layout(raid: Option<&RaidLayout>) -> Layout {
+    let Some(r) = raid else {
+        return Layout::Linear;
+    };
+    Layout::Raid {
+        level: r.raid_type.as_str(),
+        mirrors: (r.mirrors > 0).then_some(r.mirrors),
+        stripes: (r.raid_type != RAIDType::Raid1).then_some(r.stripes),
+        stripe_size: r.stripe_size,
+    }
+}
+
 /// Records in `report` what a successful `action` did to LVM, so the next decision needs no
 /// new report: LVM allocates whole extents, so sizes round up to the VG's extent size. Returns
 /// false when it cannot tell (the caller then reads LVM again).
@@ -206,8 +231,15 @@ pub fn record(report: &mut Report, lv: &LogicalVolume, action: &Action) -> bool 
             v.free = (v.free as i128 - bytes).max(0) as u64;
         }
     };
+    // A RAID volume takes extents from several PVs, which the capacity of its class is computed
+    // from: read LVM again rather than guess how lvm2 placed them.
+    let raid = |report: &Report| report.lv(vg_name, &name).is_some_and(|l| l.is_raid());
     match action {
-        Action::Create { thin_pool, size } => {
+        Action::Create { raid: Some(_), .. } => false,
+        Action::Extend { .. } | Action::Remove if raid(report) => false,
+        Action::Create {
+            thin_pool, size, ..
+        } => {
             let size = round(*size);
             if thin_pool.is_none() {
                 take_from_vg(report, size as i128);
@@ -470,7 +502,8 @@ mod tests {
             a,
             Action::Create {
                 thin_pool: Some("pool".into()),
-                size: 1024
+                size: 1024,
+                raid: None,
             }
         );
         let a = decide(&lv("1Gi", ""), "node-a", Some(&class(false)), &report(&[]));
@@ -478,7 +511,8 @@ mod tests {
             a,
             Action::Create {
                 thin_pool: None,
-                size: 1 << 30
+                size: 1 << 30,
+                raid: None,
             }
         );
         assert_eq!(
@@ -603,6 +637,7 @@ mod tests {
         let create = Action::Create {
             thin_pool: None,
             size: 1024,
+            raid: None,
         };
         assert!(record(&mut r, &thick, &create));
         let made = r.lv("vg1", "uid-1").unwrap().clone();

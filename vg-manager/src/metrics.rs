@@ -11,6 +11,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use lvms_api::{RAIDHealthStatus, VGStatus};
+
 use crate::capacity::ClassUsage;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,6 +32,8 @@ pub struct Metrics {
     pool_data: FloatGauges,
     pool_metadata: FloatGauges,
     pool_overprovisioned_available: IntGauges,
+    raid_health: IntGauges,
+    raid_syncing: IntGauges,
     pub passes: Counter,
     pub pass_errors: Counter,
     pub lvm_commands: Counter,
@@ -47,6 +51,8 @@ impl Default for Metrics {
             pool_data: Default::default(),
             pool_metadata: Default::default(),
             pool_overprovisioned_available: Default::default(),
+            raid_health: Default::default(),
+            raid_syncing: Default::default(),
             passes: Default::default(),
             pass_errors: Default::default(),
             lvm_commands: Default::default(),
@@ -81,6 +87,16 @@ impl Default for Metrics {
             "topolvm_thinpool_overprovisioned_available",
             "Bytes that can still be provisioned from the thin pool (ratio x size - promised)",
             m.pool_overprovisioned_available.clone(),
+        );
+        registry.register(
+            "lvms_raid_health_status",
+            "Health of a RAID device class on the node: 0 healthy, 1 degraded, 2 failed",
+            m.raid_health.clone(),
+        );
+        registry.register(
+            "lvms_raid_sync_in_progress",
+            "1 while a RAID volume of the class on the node is synchronising, else 0",
+            m.raid_syncing.clone(),
         );
         registry.register(
             "vg_manager_passes",
@@ -139,6 +155,28 @@ impl Metrics {
         }
     }
 
+    /// Replaces the RAID gauges with the RAID classes in `statuses` (others vanish).
+    pub fn set_raid(&self, node: &str, statuses: &[VGStatus]) {
+        self.raid_health.clear();
+        self.raid_syncing.clear();
+        for s in statuses {
+            let Some(raid) = &s.raid_status else { continue };
+            let l = ClassLabels {
+                node: node.into(),
+                device_class: s.name.clone(),
+            };
+            let health = match raid.status {
+                RAIDHealthStatus::Healthy => 0,
+                RAIDHealthStatus::Degraded => 1,
+                RAIDHealthStatus::Failed => 2,
+            };
+            self.raid_health.get_or_create(&l).set(health);
+            self.raid_syncing
+                .get_or_create(&l)
+                .set(crate::raid_health::syncing(raid) as i64);
+        }
+    }
+
     pub fn render(&self) -> String {
         http_probe::render_metrics(&self.registry)
     }
@@ -162,6 +200,7 @@ mod tests {
                 virtual_used: 1000,
                 overprovision_ratio: 10,
             }),
+            ..Default::default()
         };
         let usage: BTreeMap<String, ClassUsage> = [
             ("vg1".to_string(), thin),
@@ -170,7 +209,7 @@ mod tests {
                 ClassUsage {
                     vg_size: 50,
                     vg_free: 20,
-                    thin: None,
+                    ..Default::default()
                 },
             ),
         ]
@@ -189,6 +228,37 @@ mod tests {
         }
         assert!(
             !text.contains(r#"topolvm_thinpool_size_bytes{node="node-a",device_class="thick"}"#)
+        );
+        let raid = |name: &str, status, sync| VGStatus {
+            name: name.into(),
+            raid_status: Some(lvms_api::RAIDStatus {
+                status,
+                min_sync_percent: Some(sync),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        m.set_raid(
+            "node-a",
+            &[
+                raid("r1", RAIDHealthStatus::Degraded, 100),
+                raid("r5", RAIDHealthStatus::Healthy, 40),
+                VGStatus::default(),
+            ],
+        );
+        let text = m.render();
+        for line in [
+            r#"lvms_raid_health_status{node="node-a",device_class="r1"} 1"#,
+            r#"lvms_raid_sync_in_progress{node="node-a",device_class="r1"} 0"#,
+            r#"lvms_raid_health_status{node="node-a",device_class="r5"} 0"#,
+            r#"lvms_raid_sync_in_progress{node="node-a",device_class="r5"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+        assert_eq!(
+            text.matches("lvms_raid_health_status{").count(),
+            2,
+            "RAID classes only"
         );
         m.set_usage("node-a", &BTreeMap::new());
         assert!(

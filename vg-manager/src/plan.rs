@@ -8,13 +8,18 @@ use lvm::eligibility::{Context, NOT_SELECTED, Verdict, judge};
 use lvm::lsblk::BlockDevice;
 use lvm::{Lvm, Report, ThinPoolSpec};
 use lvms_api::{
-    ChunkSizeCalculationPolicy, ExcludedDevice, LVMVolumeGroupSpec, MetadataSizeCalculationPolicy,
-    VGStatus, VGStatusType, quantity_bytes,
+    ChunkSizeCalculationPolicy, DeviceDiscoveryPolicy, DeviceDiscoveryPolicyStatus, ExcludedDevice,
+    LVMVolumeGroupSpec, MetadataSizeCalculationPolicy, VGStatus, VGStatusType, quantity_bytes,
 };
 
 /// The tag that marks a volume group as ours. LVMS uses the same, so its VGs are adopted on
 /// migration; a VG without it is never touched.
 pub const OWNER_TAG: &str = "lvms";
+/// The tag of a volume group this agent created (LVMS's do not have it). With no
+/// deviceDiscoveryPolicy, such a VG keeps the devices it was created with (Static); an adopted
+/// one keeps growing (Dynamic), as it did under LVMS. On the VG, so the rule survives the loss of
+/// every Kubernetes object.
+pub const CREATED_TAG: &str = "lvms.topolvm.io/discovery-default=Static";
 /// Defaults of the Static policies (LVMS's values).
 pub use lvms_api::lvmcluster::{DEFAULT_CHUNK_SIZE, DEFAULT_METADATA_SIZE};
 
@@ -55,6 +60,30 @@ pub struct Observed<'a> {
     pub resolve: &'a dyn Fn(&str) -> Option<String>,
     /// The devices' mount points are the agent container's own (see [`crate::discover`]).
     pub container_mounts: bool,
+    /// Why RAID volumes cannot be made on this node (no dm-raid), if so.
+    pub raid_unavailable: Option<&'a str>,
+}
+
+/// The discovery policy in effect: explicit paths make it moot; otherwise the spec's, or by
+/// default Static for a VG we create and Dynamic for one that exists without our creation tag.
+pub fn discovery_policy(
+    spec: &LVMVolumeGroupSpec,
+    vg: Option<&lvm::VolumeGroup>,
+) -> DeviceDiscoveryPolicyStatus {
+    let explicit = spec.device_selector.as_ref().is_some_and(|s| {
+        s.paths.as_ref().is_some_and(|p| !p.is_empty())
+            || s.optional_paths.as_ref().is_some_and(|p| !p.is_empty())
+    });
+    let static_ = match (explicit, spec.device_discovery_policy) {
+        (true, _) => return DeviceDiscoveryPolicyStatus::Preconfigured,
+        (false, Some(p)) => p == DeviceDiscoveryPolicy::Static,
+        (false, None) => vg.is_none_or(|v| v.has_tag(CREATED_TAG)),
+    };
+    if static_ {
+        DeviceDiscoveryPolicyStatus::RuntimeStatic
+    } else {
+        DeviceDiscoveryPolicyStatus::RuntimeDynamic
+    }
 }
 
 fn failed(name: &str, reason: String, excluded: Vec<ExcludedDevice>) -> Plan {
@@ -64,14 +93,37 @@ fn failed(name: &str, reason: String, excluded: Vec<ExcludedDevice>) -> Plan {
             name: name.into(),
             status: VGStatusType::Failed,
             reason,
-            devices: vec![],
             excluded,
+            ..Default::default()
         },
     }
 }
 
 pub fn plan(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan {
     let vg = node.report.vg(name);
+    let policy = discovery_policy(spec, vg);
+    let mut p = plan_devices(name, spec, node);
+    p.status.device_discovery_policy = Some(policy);
+    if spec.raid_config.is_some() && p.status.status != VGStatusType::Failed {
+        p.status.raid_status = crate::raid_health::status(node.report, name);
+        let verdict = p
+            .status
+            .raid_status
+            .as_ref()
+            .and_then(|r| crate::raid_health::verdict(name, r));
+        if let Some((status, reason)) = verdict {
+            p.status.status = status;
+            p.status.reason = reason;
+        }
+    }
+    p
+}
+
+fn plan_devices(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan {
+    let vg = node.report.vg(name);
+    if let (Some(_), Some(why)) = (&spec.raid_config, node.raid_unavailable) {
+        return failed(name, why.to_string(), vec![]);
+    }
     if let Some(vg) = vg
         && !vg.has_tag(OWNER_TAG)
     {
@@ -98,7 +150,10 @@ pub fn plan(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan {
         .filter(|p| (node.resolve)(p).is_none())
         .map(|p| p.as_str())
         .collect();
-    if !missing.is_empty() {
+    // A required path of a volume group that misses a member is that member (a pulled disk): the
+    // class is degraded, not failed, and its remaining devices stay in use.
+    let member_missing = vg.is_some_and(|v| v.missing_pv_count > 0);
+    if !missing.is_empty() && !member_missing {
         return failed(
             name,
             format!(
@@ -177,6 +232,26 @@ pub fn plan(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan {
     // Unselected devices are listed only when a selector exists; with none, everything is seen.
     excluded
         .retain(|e| !(e.reasons.len() == 1 && e.reasons[0] == NOT_SELECTED) || selected.is_some());
+    // Static discovery: the VG keeps the devices it was created with.
+    if vg.is_some() && discovery_policy(spec, vg) == DeviceDiscoveryPolicyStatus::RuntimeStatic {
+        for dev in eligible.drain(..) {
+            excluded.push(ExcludedDevice {
+                reasons: vec![format!(
+                    "{dev} was not part of {name} at creation (static device discovery enabled)"
+                )],
+                name: dev,
+            });
+        }
+        excluded.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    // A RAID level needs enough members: the VG's (missing ones too: they are being replaced,
+    // not gone from the layout) and the devices about to join.
+    if let Some(raid) = &spec.raid_config {
+        let members = vg.map_or(0, |v| v.pv_count as usize) + eligible.len();
+        if let Some(why) = raid.check_devices(members as u32) {
+            return failed(name, why, excluded);
+        }
+    }
 
     let mut steps = Vec::new();
     match vg {
@@ -265,6 +340,7 @@ pub fn plan(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan {
             reason,
             devices,
             excluded,
+            ..Default::default()
         },
     }
 }
@@ -305,7 +381,7 @@ pub fn apply(lvm: &Lvm, name: &str, steps: &[Step]) -> Result<(), String> {
                         Err(e) => return Err(format!("pvcreate {d}: {e}")),
                     }
                 }
-                lvm.vgcreate(name, devices, OWNER_TAG)
+                lvm.vgcreate_tagged(name, devices, &[OWNER_TAG, CREATED_TAG])
             }
             Step::ExtendVg { devices } => lvm.vgextend(name, devices),
             Step::CreateThinPool(spec) => lvm.create_thin_pool(name, spec),
@@ -373,6 +449,7 @@ mod tests {
                 loops: &loops,
                 resolve: &resolve,
                 container_mounts: false,
+                raid_unavailable: None,
             },
         )
     }
@@ -617,5 +694,198 @@ mod tests {
         );
         tp.chunk_size_calculation_policy = ChunkSizeCalculationPolicy::Host;
         assert_eq!(thin_pool_spec(&tp).chunk_size, None);
+    }
+
+    #[test]
+    fn discovery_policy_by_spec_paths_and_creation() {
+        let created = VolumeGroup {
+            name: "vg1".into(),
+            tags: vec![OWNER_TAG.into(), CREATED_TAG.into()],
+            ..Default::default()
+        };
+        let adopted = VolumeGroup {
+            tags: vec![OWNER_TAG.into()],
+            ..created.clone()
+        };
+        let mut spec = thin_spec(None, None);
+        use DeviceDiscoveryPolicyStatus::*;
+        assert_eq!(discovery_policy(&spec, None), RuntimeStatic, "new VG");
+        assert_eq!(discovery_policy(&spec, Some(&created)), RuntimeStatic);
+        assert_eq!(
+            discovery_policy(&spec, Some(&adopted)),
+            RuntimeDynamic,
+            "LVMS's VG keeps growing"
+        );
+        spec.device_discovery_policy = Some(DeviceDiscoveryPolicy::Dynamic);
+        assert_eq!(discovery_policy(&spec, Some(&created)), RuntimeDynamic);
+        spec.device_discovery_policy = Some(DeviceDiscoveryPolicy::Static);
+        assert_eq!(discovery_policy(&spec, Some(&adopted)), RuntimeStatic);
+        let paths = LVMVolumeGroupSpec {
+            device_discovery_policy: Some(DeviceDiscoveryPolicy::Dynamic),
+            ..thin_spec(Some(vec!["/dev/sdb"]), None)
+        };
+        assert_eq!(discovery_policy(&paths, None), Preconfigured);
+    }
+
+    #[test]
+    fn static_discovery_keeps_new_disks_out_and_dynamic_takes_them() {
+        let devices = [disk("/dev/sdb", "LVM2_member"), disk("/dev/sdc", "")];
+        let mut r = report_with_vg(&[OWNER_TAG, CREATED_TAG], true);
+        r.vgs[0].pv_count = 1;
+        let p = run(&thin_spec(None, None), &devices, &r);
+        assert_eq!(p.steps, [], "nothing joins");
+        assert_eq!(
+            p.status.excluded,
+            [ExcludedDevice {
+                name: "/dev/sdc".into(),
+                reasons: vec![
+                    "/dev/sdc was not part of vg1 at creation (static device discovery enabled)"
+                        .into()
+                ]
+            }]
+        );
+        assert_eq!(
+            p.status.device_discovery_policy,
+            Some(DeviceDiscoveryPolicyStatus::RuntimeStatic)
+        );
+        assert_eq!(p.status.status, VGStatusType::Ready);
+        let dynamic = LVMVolumeGroupSpec {
+            device_discovery_policy: Some(DeviceDiscoveryPolicy::Dynamic),
+            ..thin_spec(None, None)
+        };
+        let p = run(&dynamic, &devices, &r);
+        assert_eq!(
+            p.steps[0],
+            Step::ExtendVg {
+                devices: vec!["/dev/sdc".into()]
+            }
+        );
+        assert!(p.status.excluded.is_empty());
+        // A new VG under Static takes every device eligible at creation.
+        let p = run(
+            &thin_spec(None, None),
+            &[disk("/dev/sdb", ""), disk("/dev/sdc", "")],
+            &Report::default(),
+        );
+        assert_eq!(
+            p.steps[0],
+            Step::CreateVg {
+                devices: vec!["/dev/sdb".into(), "/dev/sdc".into()]
+            }
+        );
+    }
+
+    fn raid_spec(paths: Vec<&str>, t: lvms_api::RAIDType) -> LVMVolumeGroupSpec {
+        LVMVolumeGroupSpec {
+            raid_config: Some(lvms_api::RAIDConfig {
+                raid_type: t,
+                mirrors: None,
+                stripes: None,
+                stripe_size: None,
+            }),
+            thin_pool_config: None,
+            ..thin_spec(Some(paths), None)
+        }
+    }
+
+    #[test]
+    fn raid_needs_enough_devices_and_dm_raid() {
+        use lvms_api::RAIDType::Raid5;
+        let devices = [
+            disk("/dev/sdb", ""),
+            disk("/dev/sdc", ""),
+            disk("/dev/sdd", ""),
+        ];
+        let p = run(
+            &raid_spec(vec!["/dev/sdb", "/dev/sdc", "/dev/sdd"], Raid5),
+            &devices,
+            &Report::default(),
+        );
+        assert_eq!(
+            p.steps,
+            [Step::CreateVg {
+                devices: vec!["/dev/sdb".into(), "/dev/sdc".into(), "/dev/sdd".into()]
+            }],
+            "a thick VG, no pool"
+        );
+        // Two of three optional paths present: too few for raid5, nothing is created.
+        let spec = LVMVolumeGroupSpec {
+            device_selector: Some(DeviceSelector {
+                optional_paths: Some(vec![
+                    "/dev/sdb".into(),
+                    "/dev/sdc".into(),
+                    "/dev/sdx".into(),
+                ]),
+                ..Default::default()
+            }),
+            ..raid_spec(vec![], Raid5)
+        };
+        let p = run(&spec, &devices, &Report::default());
+        assert!(p.steps.is_empty());
+        assert_eq!(p.status.status, VGStatusType::Failed);
+        assert_eq!(p.status.reason, "raid5 requires at least 3 devices, got 2");
+
+        let loops = BTreeMap::new();
+        let resolve = |p: &str| Some(p.to_string());
+        let p = plan(
+            "vg1",
+            &raid_spec(vec!["/dev/sdb", "/dev/sdc", "/dev/sdd"], Raid5),
+            &Observed {
+                devices: &devices,
+                report: &Report::default(),
+                loops: &loops,
+                resolve: &resolve,
+                container_mounts: false,
+                raid_unavailable: Some("the dm-raid kernel module is not available on this node"),
+            },
+        );
+        assert!(p.steps.is_empty());
+        assert_eq!(
+            (p.status.status, p.status.reason.as_str()),
+            (
+                VGStatusType::Failed,
+                "the dm-raid kernel module is not available on this node"
+            )
+        );
+    }
+
+    #[test]
+    fn a_degraded_raid_volume_degrades_the_class_with_its_name() {
+        use lvms_api::RAIDType::Raid1;
+        let devices = [disk("/dev/sdb", "LVM2_member")];
+        let mut r = report_with_vg(&[OWNER_TAG], false);
+        r.vgs[0].pv_count = 2;
+        r.vgs[0].missing_pv_count = 1;
+        r.lvs = vec![
+            LogicalVolume {
+                name: "uid-1".into(),
+                vg_name: "vg1".into(),
+                attr: "rwi-a-r-p-".into(),
+                segtype: "raid1".into(),
+                health_status: "partial".into(),
+                sync_percent: Some(100.0),
+                ..Default::default()
+            },
+            LogicalVolume {
+                name: "[uid-1_rimage_0]".into(),
+                vg_name: "vg1".into(),
+                attr: "iwi-aor---".into(),
+                ..Default::default()
+            },
+            LogicalVolume {
+                name: "[uid-1_rimage_1]".into(),
+                vg_name: "vg1".into(),
+                attr: "iwi-aor-p-".into(),
+                health_status: "partial".into(),
+                ..Default::default()
+            },
+        ];
+        let p = run(&raid_spec(vec!["/dev/sdb"], Raid1), &devices, &r);
+        assert_eq!(p.steps, []);
+        assert_eq!(p.status.status, VGStatusType::Degraded);
+        assert!(p.status.reason.contains("uid-1"), "{}", p.status.reason);
+        let raid = p.status.raid_status.unwrap();
+        assert_eq!((raid.member_count, raid.degraded_member_count), (2, 1));
+        assert_eq!(raid.lv_health[0].health_status, "partial");
     }
 }

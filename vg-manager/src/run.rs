@@ -1,6 +1,6 @@
 //! The agent's loop: a pass at start, then one after any change to the LVMVolumeGroups or to this
 //! node's status object, and otherwise once per resync period, so an idle node runs its three
-//! read commands no more often than that. After an LV change only the capacity annotation is
+//! read commands no more often than that (one, the LVM report, when no class discovers devices). After an LV change only the capacity annotation is
 //! refreshed, from the shared report, without a command. Beside it run
 //! the LogicalVolume controller and, when a socket is given, the CSI node service. Health and
 //! metrics on one port.
@@ -153,8 +153,13 @@ pub async fn run_with(
     let mut stop = std::pin::pin!(stop);
     let mut backoff = Duration::from_secs(2);
     let mut commands = runner.invocations();
+    // Disks are scanned on a change and at start; a periodic pass scans only where a class
+    // discovers devices (RuntimeDynamic) or is not built yet, and otherwise reads LVM alone
+    // (RAID health, capacity).
+    let mut scan = true;
+    let mut periodic_scan;
     loop {
-        let result = agent.pass().await;
+        let result = agent.pass_with(scan).await;
         metrics.passes.inc();
         let now = runner.invocations();
         metrics.lvm_commands.inc_by(now - commands);
@@ -162,6 +167,8 @@ pub async fn run_with(
         let wait = match result {
             Ok(out) => {
                 metrics.set_usage(&opts.node, &out.usage);
+                metrics.set_raid(&opts.node, &out.statuses);
+                periodic_scan = out.rescan;
                 backoff = Duration::from_secs(2);
                 match lv_controller::collect(&reports, &volumes, &mut garbage, opts.orphan_grace)
                     .await
@@ -177,6 +184,7 @@ pub async fn run_with(
                 metrics.pass_errors.inc();
                 warn!(error = %e, "pass failed; retrying");
                 backoff = (backoff * 2).min(Duration::from_secs(60));
+                periodic_scan = true;
                 backoff
             }
         };
@@ -187,9 +195,13 @@ pub async fn run_with(
                     // Let a burst of changes (an apply touching several objects) settle into one
                     // pass.
                     tokio::time::sleep(Duration::from_millis(500)).await;
+                    scan = true;
                     break;
                 }
-                _ = tokio::time::sleep_until(next_pass) => break,
+                _ = tokio::time::sleep_until(next_pass) => {
+                    scan = periodic_scan;
+                    break;
+                }
                 _ = capacity.notified() => {
                     // A burst of volume changes (fifty CreateVolume calls) makes one update.
                     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -57,7 +57,8 @@ async fn logical_volumes_on_real_lvm() {
             .unwrap(),
         Action::Create {
             thin_pool: Some("pool".into()),
-            size: 100 << 20
+            size: 100 << 20,
+            raid: None,
         }
     );
     let lv = get(&api, "pvc-1");

@@ -49,6 +49,7 @@ fn observe(runner: &Exec, lvm: &Lvm, name: &str, spec: &LVMVolumeGroupSpec) -> P
             loops: &loops,
             resolve: &resolve,
             container_mounts: false,
+            raid_unavailable: None,
         },
     )
 }

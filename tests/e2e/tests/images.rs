@@ -156,6 +156,7 @@ fn package_of(program: &str) -> Option<&'static str> {
         "mkfs.xfs" | "xfs_growfs" | "xfs_info" => "xfsprogs",
         "mkfs.ext4" | "resize2fs" | "dumpe2fs" => "e2fsprogs",
         "udevadm" => "udev",
+        "modprobe" => "kmod",
         "df" | "stat" | "realpath" | "mkdir" | "touch" | "rm" | "rmdir" => "coreutils",
         _ => return None,
     })

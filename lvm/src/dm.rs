@@ -1,0 +1,99 @@
+//! Whether the kernel can run a device-mapper target. lvm2 loads a missing target module itself
+//! and, when it cannot, fails with an error about the table; we ask first, so a node without
+//! dm-raid reports that plainly instead of an lvcreate failure.
+
+use crate::runner::Runner;
+
+/// The target names `dmsetup targets` lists (`raid  v1.15.1` → `raid`).
+pub fn targets(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
+/// Ok when the `raid` target is registered, after loading dm-raid if it was not. Otherwise the
+/// reason, worded for the node's status.
+pub fn raid_available(runner: &dyn Runner) -> Result<(), String> {
+    let listed = |runner: &dyn Runner| {
+        runner
+            .run("dmsetup", &["targets".to_string()])
+            .map(|o| targets(&o.stdout).contains(&"raid"))
+    };
+    match listed(runner) {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(e) => return Err(format!("cannot list the device-mapper targets: {e}")),
+    }
+    // Built as a module on most distributions and loaded on first use.
+    let loaded = runner.run("modprobe", &["dm-raid".to_string()]);
+    if listed(runner).unwrap_or(false) {
+        return Ok(());
+    }
+    let why = match loaded {
+        Err(e) => format!(" (modprobe dm-raid: {e})"),
+        Ok(_) => String::new(),
+    };
+    Err(format!(
+        "the dm-raid kernel module is not available on this node{why}: RAID device classes need it; install the kernel's dm-raid module or load it on the host (`modprobe dm-raid`)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::runner::Output;
+    use std::sync::Mutex;
+
+    /// Answers `dmsetup targets` from a list that `modprobe` may extend.
+    struct Kernel {
+        targets: Mutex<Vec<&'static str>>,
+        loadable: bool,
+    }
+
+    impl Runner for Kernel {
+        fn run(&self, program: &str, _: &[String]) -> Result<Output, Error> {
+            match program {
+                "dmsetup" => Ok(Output {
+                    stdout: self
+                        .targets
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .map(|t| format!("{t:<16} v1.0.0\n"))
+                        .collect(),
+                    stderr: String::new(),
+                }),
+                "modprobe" if self.loadable => {
+                    self.targets.lock().unwrap().push("raid");
+                    Ok(Output {
+                        stdout: String::new(),
+                        stderr: String::new(),
+                    })
+                }
+                _ => Err(Error::Command {
+                    command: program.into(),
+                    code: Some(1),
+                    stderr: "modprobe: FATAL: Module dm-raid not found".into(),
+                }),
+            }
+        }
+    }
+
+    #[test]
+    fn raid_is_found_loaded_or_reported() {
+        let k = |t: Vec<&'static str>, loadable| Kernel {
+            targets: Mutex::new(t),
+            loadable,
+        };
+        assert_eq!(raid_available(&k(vec!["striped", "raid"], false)), Ok(()));
+        assert_eq!(raid_available(&k(vec!["striped"], true)), Ok(()));
+        let e = raid_available(&k(vec!["striped", "thin-pool"], false)).unwrap_err();
+        assert!(
+            e.starts_with("the dm-raid kernel module is not available on this node")
+                && e.contains("Module dm-raid not found"),
+            "{e}"
+        );
+    }
+}

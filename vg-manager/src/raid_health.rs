@@ -1,0 +1,210 @@
+//! The health of a RAID class's volume group on this node, from one LVM report: which members
+//! (physical volumes) are missing, and for every RAID volume its sync progress and lvm2's
+//! health status. A volume that lost more images than its level tolerates has lost its data
+//! (Failed); one running on fewer images, or out of sync with itself, is Degraded.
+
+use lvm::Report;
+use lvms_api::{RAIDHealthStatus, RAIDLVHealth, RAIDStatus, VGStatusType};
+
+/// Images a volume of this segment type survives losing, out of `images`. raid10 is counted
+/// at one: more only when the lost images sit in different mirror sets.
+fn tolerated(segtype: &str, images: u32) -> u32 {
+    if segtype == "raid1" {
+        images.saturating_sub(1)
+    } else if segtype.starts_with("raid6") {
+        2
+    } else {
+        1
+    }
+}
+
+/// `None` when the VG does not exist (nothing to report yet).
+pub fn status(report: &Report, vg: &str) -> Option<RAIDStatus> {
+    let v = report.vg(vg)?;
+    let lvs: Vec<_> = report.lvs_of(vg).collect();
+    let mut any_failed = false;
+    let mut any_degraded = v.missing_pv_count > 0;
+    let mut lv_health = Vec::new();
+    for lv in lvs.iter().filter(|l| l.is_raid()) {
+        // Sub-volumes are listed as `[<lv>_rimage_<n>]`; those on a missing PV are partial.
+        let prefix = format!("[{}_rimage_", lv.name);
+        let images: Vec<_> = lvs.iter().filter(|l| l.name.starts_with(&prefix)).collect();
+        let lost = images.iter().filter(|i| i.is_partial()).count() as u32;
+        let sync = lv.sync_percent.unwrap_or(100.0).clamp(0.0, 100.0);
+        let health = lv.health_status.trim().to_string();
+        if lost > tolerated(&lv.segtype, images.len() as u32) {
+            any_failed = true;
+        } else if !health.is_empty() || lost > 0 || lv.is_partial() {
+            any_degraded = true;
+        }
+        lv_health.push(RAIDLVHealth {
+            name: lv.name.clone(),
+            raid_type: lv.segtype.clone(),
+            // Floor: 100 only once the volume is entirely in sync.
+            sync_percent: sync.floor() as i32,
+            health_status: health,
+        });
+    }
+    let min_sync_percent = lv_health.iter().map(|h| h.sync_percent).min();
+    Some(RAIDStatus {
+        status: if any_failed {
+            RAIDHealthStatus::Failed
+        } else if any_degraded {
+            RAIDHealthStatus::Degraded
+        } else {
+            RAIDHealthStatus::Healthy
+        },
+        member_count: v.pv_count as i32,
+        degraded_member_count: v.missing_pv_count as i32,
+        min_sync_percent,
+        lv_health,
+    })
+}
+
+/// A volume is (re)synchronising: `lvms_raid_sync_in_progress`.
+pub fn syncing(status: &RAIDStatus) -> bool {
+    status.min_sync_percent.is_some_and(|p| p < 100)
+}
+
+/// What the RAID health makes of the class's status: Failed or Degraded with the volumes named,
+/// or `None` when it changes nothing.
+pub fn verdict(vg: &str, status: &RAIDStatus) -> Option<(VGStatusType, String)> {
+    let names = |pick: &dyn Fn(&RAIDLVHealth) -> bool| -> String {
+        let n: Vec<&str> = status
+            .lv_health
+            .iter()
+            .filter(|h| pick(h))
+            .map(|h| h.name.as_str())
+            .collect();
+        if n.is_empty() {
+            "none yet".into()
+        } else {
+            n.join(", ")
+        }
+    };
+    let missing = status.degraded_member_count;
+    match status.status {
+        RAIDHealthStatus::Healthy => None,
+        RAIDHealthStatus::Failed => Some((
+            VGStatusType::Failed,
+            format!(
+                "RAID volume group {vg} lost more members than its RAID level tolerates ({missing} of {} physical volumes missing); the data of the affected volumes is unavailable until the disks return. Volumes: {}",
+                status.member_count,
+                names(&|h| !h.health_status.is_empty())
+            ),
+        )),
+        RAIDHealthStatus::Degraded => Some((
+            VGStatusType::Degraded,
+            format!(
+                "RAID volume group {vg} is degraded ({missing} of {} physical volumes missing); volumes without full redundancy: {}. Replace the disk: add it to the volume group, run `lvconvert --repair {vg}/<volume>` for each, then `vgreduce --removemissing {vg}`",
+                status.member_count,
+                names(&|h| !h.health_status.is_empty())
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lvm::report::{LogicalVolume, VolumeGroup};
+
+    fn lv(name: &str, segtype: &str, attr: &str, health: &str, sync: Option<f64>) -> LogicalVolume {
+        LogicalVolume {
+            name: name.into(),
+            vg_name: "r1".into(),
+            segtype: segtype.into(),
+            attr: attr.into(),
+            health_status: health.into(),
+            sync_percent: sync,
+            ..Default::default()
+        }
+    }
+
+    /// A raid1 volume `a` with two images, the second one `lost` if asked, syncing at `sync`.
+    fn report(missing: u64, lost: &[bool], sync: f64) -> Report {
+        let partial = lost.iter().any(|l| *l);
+        let mut lvs = vec![lv(
+            "a",
+            "raid1",
+            if partial { "rwi-a-r-p-" } else { "rwi-a-r---" },
+            if partial { "partial" } else { "" },
+            Some(sync),
+        )];
+        for (i, l) in lost.iter().enumerate() {
+            lvs.push(lv(
+                &format!("[a_rimage_{i}]"),
+                "linear",
+                if *l { "iwi-aor-p-" } else { "iwi-aor---" },
+                if *l { "partial" } else { "" },
+                None,
+            ));
+        }
+        lvs.push(lv("plain", "linear", "-wi-a-----", "", None));
+        Report {
+            vgs: vec![VolumeGroup {
+                name: "r1".into(),
+                pv_count: 2,
+                missing_pv_count: missing,
+                ..Default::default()
+            }],
+            lvs,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn healthy_syncing_degraded_failed() {
+        let s = status(&report(0, &[false, false], 100.0), "r1").unwrap();
+        assert_eq!(s.status, RAIDHealthStatus::Healthy);
+        assert_eq!((s.member_count, s.degraded_member_count), (2, 0));
+        assert_eq!(s.lv_health.len(), 1, "only RAID volumes, no sub-volumes");
+        assert_eq!(s.lv_health[0].raid_type, "raid1");
+        assert_eq!(verdict("r1", &s), None);
+        assert!(!syncing(&s));
+
+        let s = status(&report(0, &[false, false], 42.7), "r1").unwrap();
+        assert_eq!(
+            (s.status, s.min_sync_percent),
+            (RAIDHealthStatus::Healthy, Some(42))
+        );
+        assert!(syncing(&s), "an initial sync is progress, not damage");
+
+        let s = status(&report(1, &[false, true], 100.0), "r1").unwrap();
+        assert_eq!(s.status, RAIDHealthStatus::Degraded);
+        assert_eq!(s.degraded_member_count, 1);
+        assert_eq!(s.lv_health[0].health_status, "partial");
+        let (st, why) = verdict("r1", &s).unwrap();
+        assert_eq!(st, VGStatusType::Degraded);
+        assert!(
+            why.contains("volumes without full redundancy: a.")
+                && why.contains("lvconvert --repair r1/<volume>"),
+            "{why}"
+        );
+
+        let s = status(&report(2, &[true, true], 100.0), "r1").unwrap();
+        assert_eq!(s.status, RAIDHealthStatus::Failed, "both copies gone");
+        assert_eq!(verdict("r1", &s).unwrap().0, VGStatusType::Failed);
+    }
+
+    #[test]
+    fn a_missing_member_degrades_even_without_volumes() {
+        let mut r = report(1, &[], 100.0);
+        r.lvs.retain(|l| l.name == "plain");
+        let s = status(&r, "r1").unwrap();
+        assert_eq!(
+            (s.status, s.min_sync_percent),
+            (RAIDHealthStatus::Degraded, None)
+        );
+        assert!(verdict("r1", &s).unwrap().1.contains("none yet"));
+        assert!(status(&r, "nope").is_none());
+    }
+
+    #[test]
+    fn levels_tolerate_their_parity() {
+        assert_eq!(tolerated("raid1", 3), 2);
+        assert_eq!(tolerated("raid5_ls", 4), 1);
+        assert_eq!(tolerated("raid6_zr", 5), 2);
+        assert_eq!(tolerated("raid10", 4), 1);
+    }
+}
