@@ -1,7 +1,10 @@
 //! What Prometheus needs to watch lvms-rs: a Service and a ServiceMonitor for the operator and for
-//! every node's vg-manager (which serves the `topolvm_*` gauges), the RBAC that lets a Prometheus
-//! with namespaced permissions discover them, and the alerts of compat.md. `config/prometheus`
-//! holds them for kustomize; the OLM bundle carries them too, for OpenShift's cluster monitoring.
+//! every node's vg-manager (which serves the `topolvm_*` and `lvms_raid_*` gauges), the RBAC that
+//! lets a Prometheus with namespaced permissions discover them, and the alerts: the usage alerts of
+//! compat.md (groups `vg-alert.rules` and `thin-pool-alert.rules`) and the RAID alerts of LVMS's
+//! design (group `raid-alert.rules`: a RAID volume degraded, failed, or synchronising for too
+//! long). `config/prometheus` holds them for kustomize; the OLM bundle carries them too, for
+//! OpenShift's cluster monitoring.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +36,15 @@ pub const NEAR_FULL: u32 = 75;
 pub const CRITICAL: u32 = 85;
 /// How long a threshold must be crossed before its alert fires, in minutes.
 pub const FOR_MINUTES: u32 = 5;
+/// How long a RAID condition must hold before its alert fires, in minutes. Degraded waits as long
+/// as the usage alerts, so that a member that drops off and comes back (a bus reset, a path
+/// failover) does not page. Failed waits only one minute: the data is already unavailable and
+/// waiting saves nothing, but a single reading alone does not page. A sync is normal after a
+/// repair or on a new volume; only one that has run for half an hour is worth a look, and a
+/// warning, not a page: a big volume's sync can take that long on healthy disks.
+pub const RAID_DEGRADED_FOR_MINUTES: u32 = 5;
+pub const RAID_FAILED_FOR_MINUTES: u32 = 1;
+pub const RAID_SYNC_SLOW_MINUTES: u32 = 30;
 
 fn service_monitor(name: &str, port: &str, selector: Value) -> Value {
     json!({
@@ -89,7 +101,7 @@ pub fn operator_metrics_service() -> Service {
     )
 }
 
-/// A Service over the vg-manager pods' metrics port: the `topolvm_*` gauges the alerts read are
+/// A Service over the vg-manager pods' metrics port: the gauges the alerts read are
 /// served by the agents, not by the operator. Selector and port come from the DaemonSet builder's
 /// own labels and port, so the two cannot drift. Headless: one endpoint per node agent, nothing
 /// to balance.
@@ -214,11 +226,34 @@ const USAGE_ALERTS: &[(&str, &str, &str, &str, Above)] = &[
     ),
 ];
 
+/// One alerting rule, annotated as LVMS's alerts are.
+fn alert(
+    name: &str,
+    expr: String,
+    for_minutes: u32,
+    severity: &str,
+    summary: String,
+    description: String,
+) -> Value {
+    json!({
+        "alert": name,
+        "expr": expr,
+        "for": format!("{for_minutes}m"),
+        "labels": {"severity": severity},
+        "annotations": {
+            "summary": summary,
+            // LVMS's alerts carry `message`; notification templates may read it.
+            "message": summary,
+            "description": description,
+        },
+    })
+}
+
 /// The alerts of compat.md, under LVMS's names: volume group, thin pool data and thin pool
 /// metadata usage above 75 % (`…AtThresholdNearFull`, warning) and above 85 %
 /// (`…AtThresholdCritical`, critical) for 5 minutes. The warning stops where the critical alert
-/// starts, as in LVMS, so one condition pages once.
-pub fn prometheus_rule() -> Value {
+/// starts, as in LVMS, so one condition pages once. As (rule group, rules), in LVMS's order.
+fn usage_alerts() -> Vec<(&'static str, Vec<Value>)> {
     let mut groups: Vec<(&str, Vec<Value>)> = Vec::new();
     for (group, stem, what, remedy, above) in USAGE_ALERTS {
         let levels = [
@@ -231,29 +266,84 @@ pub fn prometheus_rule() -> Value {
             ("Critical", "critical", CRITICAL, above(CRITICAL)),
         ];
         for (level, severity, threshold, expr) in levels {
-            let summary = format!(
-                "The {what} of device class {{{{ $labels.device_class }}}} on node {{{{ $labels.node }}}} is more than {threshold}% used."
+            let rule = alert(
+                &format!("{stem}AtThreshold{level}"),
+                expr,
+                FOR_MINUTES,
+                severity,
+                format!(
+                    "The {what} of device class {{{{ $labels.device_class }}}} on node {{{{ $labels.node }}}} is more than {threshold}% used."
+                ),
+                format!(
+                    "The {what} of device class {{{{ $labels.device_class }}}} on node {{{{ $labels.node }}}} is {{{{ $value | humanize }}}}% used, above {threshold}% for {FOR_MINUTES} minutes. {remedy}"
+                ),
             );
-            let rule = json!({
-                "alert": format!("{stem}AtThreshold{level}"),
-                "expr": expr,
-                "for": format!("{FOR_MINUTES}m"),
-                "labels": {"severity": severity},
-                "annotations": {
-                    "summary": summary,
-                    // LVMS's alerts carry `message`; notification templates may read it.
-                    "message": summary,
-                    "description": format!(
-                        "The {what} of device class {{{{ $labels.device_class }}}} on node {{{{ $labels.node }}}} is {{{{ $value | humanize }}}}% used, above {threshold}% for {FOR_MINUTES} minutes. {remedy}"
-                    ),
-                },
-            });
             match groups.iter_mut().find(|(g, _)| g == group) {
                 Some((_, rules)) => rules.push(rule),
                 None => groups.push((group, vec![rule])),
             }
         }
     }
+    groups
+}
+
+/// The gauges vg-manager serves for every RAID device class on its node: the worst health of the
+/// class's RAID volumes (`lvms_raid_health_status`, 0 healthy, 1 degraded, 2 failed) and whether
+/// any of them is synchronising (`lvms_raid_sync_in_progress`, 1 or 0).
+const RAID_HEALTH: &str = "lvms_raid_health_status";
+const RAID_DEGRADED: u32 = 1;
+const RAID_FAILED: u32 = 2;
+const RAID_SYNC: &str = "lvms_raid_sync_in_progress";
+
+/// The RAID alerts of LVMS's design: a RAID volume degraded (`RAIDDegraded`, critical: one more
+/// lost disk can lose its data), failed (`RAIDFailed`, critical) or synchronising for more than
+/// 30 minutes (`RAIDSyncSlow`, warning). Each description says what to do on the node.
+fn raid_alerts() -> Vec<Value> {
+    let class = "device class {{ $labels.device_class }} on node {{ $labels.node }}";
+    // vg-manager names a class's volume group after the class, so the commands can be spelled
+    // out; only the LV is left for `lvs` to tell.
+    let vg = "{{ $labels.device_class }}";
+    let find = format!("`lvs -o+lv_health_status,sync_percent,raid_sync_action {vg}` on the node");
+    vec![
+        alert(
+            "RAIDDegraded",
+            format!("{RAID_HEALTH} == {RAID_DEGRADED}"),
+            RAID_DEGRADED_FOR_MINUTES,
+            "critical",
+            format!("A RAID volume of {class} is degraded."),
+            format!(
+                "A RAID volume of {class} has lost a member disk and runs without full redundancy: one more disk failure can lose its data. Replace the disk: add the new disk's path to the device class's deviceSelector.paths (or run `vgextend {vg} <new disk>` on the node), run `lvconvert --repair {vg}/<lv>` for each degraded LV, then `vgreduce --removemissing {vg}`. {find} shows which LVs are degraded."
+            ),
+        ),
+        alert(
+            "RAIDFailed",
+            format!("{RAID_HEALTH} == {RAID_FAILED}"),
+            RAID_FAILED_FOR_MINUTES,
+            "critical",
+            format!("A RAID volume of {class} has failed."),
+            format!(
+                "A RAID volume of {class} has lost more member disks than its RAID level tolerates: the data of the affected volumes is unavailable. Restore the missing disk(s) (once they are back, `lvchange --refresh {vg}/<lv>` puts them in use again), or restore the volumes' data from backup. {find} shows which LVs have failed."
+            ),
+        ),
+        alert(
+            "RAIDSyncSlow",
+            format!("{RAID_SYNC} == 1"),
+            RAID_SYNC_SLOW_MINUTES,
+            "warning",
+            format!(
+                "A RAID volume of {class} has been synchronising for more than {RAID_SYNC_SLOW_MINUTES} minutes."
+            ),
+            format!(
+                "A RAID volume of {class} has been synchronising for more than {RAID_SYNC_SLOW_MINUTES} minutes; until the sync completes it does not have full redundancy. Check its progress with `lvs -o+sync_percent,raid_sync_action {vg}` on the node. A sync that does not progress points at a slow or failing disk: check the disks' health (SMART, the kernel log). One that progresses slowly may be throttled by other I/O: raising the sysctl dev.raid.speed_limit_min raises the rate the kernel keeps even then."
+            ),
+        ),
+    ]
+}
+
+/// The PrometheusRule: the usage alerts' groups, then `raid-alert.rules`.
+pub fn prometheus_rule() -> Value {
+    let mut groups = usage_alerts();
+    groups.push(("raid-alert.rules", raid_alerts()));
     let groups: Vec<Value> = groups
         .into_iter()
         .map(|(name, rules)| json!({"name": name, "rules": rules}))
