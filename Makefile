@@ -31,8 +31,9 @@ bench: ## Benchmarks (figures go in the closing notes, never in tests)
 	$(CARGO) bench --locked -p lvms-operator --bench reconcile
 	$(CARGO) bench --locked -p lvm --bench parse
 
-bench-vm: ## The CSI benchmark on real LVM in a guest: CreateVolume vs raw lvcreate, 50 concurrent creates
+bench-vm: ## Benchmarks on real LVM in a guest: CreateVolume vs raw lvcreate, 50 concurrent creates; raid1 10 GiB sync
 	$(CARGO) bench --locked -p vg-manager --bench csi_create
+	$(CARGO) bench --locked -p vg-manager --bench raid_sync
 
 crds: ## Regenerate crds/ from the API types
 	$(CARGO) run --quiet --locked -p crd-tools --bin crdgen -- crds

@@ -168,7 +168,7 @@ i=0
 for dv in "${DEVS[@]}"; do      # disks in command-line order: vda, vdb, ...
   ro=off; case $dv in *:ro) ro=on; dv=${dv%:ro};; esac
   if [ "${dv%%:*}" = new ]; then f=$W/disk$i.img; truncate -s "${dv#new:}" "$f"; else f=${dv#img:}; fi
-  QARGS+=(-drive file="$f",if=none,id=d$i,format=raw,cache=unsafe,discard=unmap,aio=threads,readonly=$ro
+  QARGS+=(-drive file="$f",if=none,id=d$i,format=raw,cache=unsafe,discard=unmap,detect-zeroes=unmap,aio=threads,readonly=$ro
           -device virtio-blk-pci,drive=d$i,serial=lvmsvm$i); i=$((i+1))
 done
 

@@ -67,12 +67,20 @@ pub fn guest(test: &str, disks: &[Disk]) -> Option<Guest> {
 /// disks: for restart tests, give [`Disk::Image`]s so what phase 1 wrote is there in phase 2.
 /// In the guest, returns the phase being run.
 pub fn guest_phases(test: &str, disks: &[Disk], phases: u32) -> Option<(Guest, u32)> {
+    let stages: Vec<&[Disk]> = (0..phases).map(|_| disks).collect();
+    guest_stages(test, &stages)
+}
+
+/// Like [`guest_phases`], with the disks of each phase given apart: phase `n` boots with
+/// `stages[n - 1]`. For a disk pulled between phases (leave it out) or a new one put in.
+pub fn guest_stages(test: &str, stages: &[&[Disk]]) -> Option<(Guest, u32)> {
     if std::env::var_os(IN_VM).is_some() {
         let phase = std::env::var("LVMS_VM_PHASE")
             .ok()
             .and_then(|p| p.parse().ok())
             .unwrap_or(1);
-        let disks = (0..disks.len())
+        let count = stages.get(phase as usize - 1).map_or(0, |d| d.len());
+        let disks = (0..count)
             .map(|i| format!("/dev/vd{}", (b'a' + i as u8) as char))
             .collect();
         return Some((Guest { disks }, phase));
@@ -81,7 +89,7 @@ pub fn guest_phases(test: &str, disks: &[Disk], phases: u32) -> Option<(Guest, u
         eprintln!("{test}: skipped (LVMS_VM_TESTS=skip): real-LVM tests run in `make test`");
         return None;
     }
-    for phase in 1..=phases {
+    for (phase, disks) in (1..).zip(stages) {
         let out = boot(
             test,
             disks,
