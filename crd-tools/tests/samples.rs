@@ -36,8 +36,8 @@ fn every_sample_is_valid() {
         seen += 1;
     }
     assert!(
-        seen >= 5,
-        "expected the five documented samples, found {seen}"
+        seen >= 7,
+        "expected the seven documented samples, found {seen}"
     );
 }
 
@@ -70,4 +70,21 @@ fn samples_cover_the_documented_shapes() {
     let o = &sco.spec.storage.device_classes[0].storage_class_options;
     assert_eq!(o.reclaim_policy, lvms_api::ReclaimPolicy::Retain);
     assert!(!o.additional_labels.is_empty() && !o.additional_parameters.is_empty());
+    let raid = load("lvm_v1alpha1_lvmcluster_raid.yaml");
+    let levels: Vec<_> = raid
+        .spec
+        .storage
+        .device_classes
+        .iter()
+        .map(|c| c.raid_config.as_ref().unwrap().raid_type)
+        .collect();
+    assert_eq!(
+        levels,
+        [lvms_api::RAIDType::Raid1, lvms_api::RAIDType::Raid5]
+    );
+    let dynamic = load("lvm_v1alpha1_lvmcluster_dynamic_discovery.yaml");
+    assert_eq!(
+        dynamic.spec.storage.device_classes[0].device_discovery_policy,
+        Some(lvms_api::DeviceDiscoveryPolicy::Dynamic)
+    );
 }

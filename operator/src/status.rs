@@ -331,6 +331,37 @@ pub mod tests {
     }
 
     #[test]
+    fn a_degraded_raid_class_degrades_the_cluster_and_its_health_is_shown() {
+        let mut a = report(
+            "a",
+            &[
+                ("fast", Ready, ""),
+                ("bulk", Degraded, "RAID volume group bulk is degraded"),
+            ],
+        );
+        a.spec.lvm_vg_status[1].raid_status = Some(lvms_api::RAIDStatus {
+            status: lvms_api::RAIDHealthStatus::Degraded,
+            member_count: 2,
+            degraded_member_count: 1,
+            min_sync_percent: Some(100),
+            lv_health: vec![lvms_api::RAIDLVHealth {
+                name: "uid-1".into(),
+                raid_type: "raid1".into(),
+                sync_percent: 100,
+                health_status: "partial".into(),
+            }],
+        });
+        let reports = [a, report("b", &[("fast", Ready, "")])];
+        let s = aggregate(&cluster(), &nodes(), &reports, &Resources::Synced, &now());
+        assert_eq!(s.state, Some(LVMStateType::Degraded));
+        // LVMS's shape: the node's VGStatus, raidStatus included, beside the node name.
+        let bulk = serde_json::to_value(&s.device_class_statuses[1].node_status[0]).unwrap();
+        assert_eq!(bulk["node"], "a");
+        assert_eq!(bulk["raidStatus"]["degradedMemberCount"], 1);
+        assert_eq!(bulk["raidStatus"]["lvHealth"][0]["healthStatus"], "partial");
+    }
+
+    #[test]
     fn degraded_without_failures() {
         let reports = [
             report(
