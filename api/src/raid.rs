@@ -97,7 +97,8 @@ pub struct RAIDConfig {
     /// The RAID level.
     #[serde(rename = "type")]
     pub raid_type: RAIDType,
-    /// Extra copies of the data, raid1 and raid10 only. Default 1 (two copies in all).
+    /// Extra copies of the data, raid1 and raid10 only (raid10: 1, all lvm2 makes). Default 1
+    /// (two copies in all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = MAX_PATHS - 1))]
     pub mirrors: Option<i32>,
@@ -138,6 +139,12 @@ fn raid_rules() -> Vec<Value> {
             "rule": "self.type != 'raid1' || !has(self.stripeSize)",
             "message": "stripeSize is only valid for raid4, raid5, raid6, and raid10",
             "fieldPath": ".stripeSize",
+        }),
+        // lvm2 (2.03) refuses anything else: "RAID10 currently supports only 2-way mirroring".
+        json!({
+            "rule": "self.type != 'raid10' || !has(self.mirrors) || self.mirrors == 1",
+            "message": "raid10 supports only mirrors 1 (two copies of each stripe): lvm2's raid10 is 2-way",
+            "fieldPath": ".mirrors",
         }),
         json!({
             "rule": "self.type != 'raid6' || !has(self.stripes) || self.stripes >= 3",
@@ -235,6 +242,9 @@ impl RAIDConfig {
     /// Worded as LVMS words it.
     pub fn check_devices(&self, devices: u32) -> Option<String> {
         let t = self.raid_type.as_str();
+        if self.raid_type == RAIDType::Raid10 && self.mirrors() != 1 {
+            return Some("raid10 supports only mirrors 1: lvm2's raid10 is 2-way".into());
+        }
         let min = self.min_devices();
         if devices < min {
             return Some(format!(
@@ -344,7 +354,7 @@ mod tests {
             (raid(Raid5, None, Some(4)), 5),
             (raid(Raid6, None, None), 5),
             (raid(Raid10, None, None), 4),
-            (raid(Raid10, Some(2), Some(3)), 9),
+            (raid(Raid10, Some(1), Some(3)), 6),
         ];
         for (c, min) in cases {
             assert_eq!(c.min_devices(), min, "{c:?}");
@@ -361,6 +371,12 @@ mod tests {
         assert_eq!(
             raid(Raid10, None, None).check_devices(5).unwrap(),
             "raid10 with mirrors=1 requires a device count divisible by 2, got 5"
+        );
+        assert!(
+            raid(Raid10, Some(2), None)
+                .check_devices(6)
+                .unwrap()
+                .contains("only mirrors 1")
         );
     }
 

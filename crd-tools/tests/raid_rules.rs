@@ -168,11 +168,16 @@ fn raid10_device_count_divisible_by_copies() {
     let six = [
         "/dev/sdb", "/dev/sdc", "/dev/sdd", "/dev/sde", "/dev/sdf", "/dev/sdg",
     ];
-    accept(raid(json!({"type": "raid10", "mirrors": 2}), &six));
+    accept(raid(json!({"type": "raid10", "mirrors": 1}), &six));
     refuse(
-        raid(json!({"type": "raid10", "mirrors": 2, "stripes": 1}), &six),
+        raid(json!({"type": "raid10", "mirrors": 1, "stripes": 1}), &six),
         &format!("{DC0}.raidConfig.stripes"),
         "should be greater than or equal to 2",
+    );
+    refuse(
+        raid(json!({"type": "raid10", "mirrors": 2}), &six),
+        &format!("{DC0}.raidConfig.mirrors"),
+        "raid10 supports only mirrors 1",
     );
 }
 

@@ -165,6 +165,8 @@ for d in "${RWDIRS[@]}"; do
           -device virtio-9p-pci,fsdev=rw$i,mount_tag=rw$i); i=$((i+1))
 done
 i=0
+# detect-zeroes=unmap: zeros the guest writes become holes, so images stay sparse (a RAID resync
+# of blank legs writes the whole disk).
 for dv in "${DEVS[@]}"; do      # disks in command-line order: vda, vdb, ...
   ro=off; case $dv in *:ro) ro=on; dv=${dv%:ro};; esac
   if [ "${dv%%:*}" = new ]; then f=$W/disk$i.img; truncate -s "${dv#new:}" "$f"; else f=${dv#img:}; fi
