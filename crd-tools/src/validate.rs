@@ -106,12 +106,34 @@ pub fn check_value(schema: &Value, value: &Value, path: &str) -> Vec<FieldError>
     errors
 }
 
-/// Applies schema defaults top-down; a defaulted object gets its own nested defaults too.
+/// A field set to null that its schema does not allow: the API server drops it, or defaults it
+/// when the schema has a default (apiextensions' PruneNonNullableNullsWithoutDefaults, then
+/// defaulting), before any validation. So `thinPoolConfig: null` is the field removed.
+fn null_field(out: &mut serde_json::Map<String, Value>, key: &str, schema: &Value) {
+    if out.get(key).is_some_and(Value::is_null)
+        && schema.get("nullable") != Some(&Value::Bool(true))
+    {
+        match schema.get("default") {
+            Some(d) => {
+                out.insert(key.to_string(), d.clone());
+            }
+            None => {
+                out.remove(key);
+            }
+        }
+    }
+}
+
+/// Applies schema defaults top-down; a defaulted object gets its own nested defaults too. Nulls
+/// the schema does not allow are dropped or defaulted first, as the API server does.
 pub fn default(schema: &Value, value: &Value) -> Value {
     match value {
         Value::Object(obj) => {
             let mut out = obj.clone();
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (k, s) in props {
+                    null_field(&mut out, k, s);
+                }
                 for (k, s) in props {
                     if !out.contains_key(k)
                         && let Some(d) = s.get("default")
@@ -125,6 +147,10 @@ pub fn default(schema: &Value, value: &Value) -> Value {
                     }
                 }
             } else if let Some(add) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                let keys: Vec<String> = out.keys().cloned().collect();
+                for k in keys {
+                    null_field(&mut out, &k, add);
+                }
                 for v in out.values_mut() {
                     *v = default(add, v);
                 }

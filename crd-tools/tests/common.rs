@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use crd_tools::validate::{FieldError, SchemaValidator};
-use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
 pub fn repo_root() -> PathBuf {
@@ -12,7 +11,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn lvmcluster() -> SchemaValidator {
-    SchemaValidator::new(&lvms_api::LVMCluster::crd(), "v1alpha1")
+    SchemaValidator::new(&lvms_api::crd("lvmclusters.lvm.topolvm.io"), "v1alpha1")
 }
 
 /// An LVMCluster with the given device classes.

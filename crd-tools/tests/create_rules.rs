@@ -622,7 +622,6 @@ fn unknown_fields_are_refused() {
 mod logical_volume {
     use super::*;
     use crd_tools::validate::SchemaValidator;
-    use kube::CustomResourceExt;
 
     fn lv(size: Value) -> Value {
         json!({
@@ -633,7 +632,7 @@ mod logical_volume {
 
     #[test]
     fn size_is_a_quantity() {
-        let v = SchemaValidator::new(&lvms_api::LogicalVolume::crd(), "v1");
+        let v = SchemaValidator::new(&lvms_api::crd("logicalvolumes.topolvm.io"), "v1");
         assert_accepted(v.create(&lv(json!("1Gi"))));
         assert_accepted(v.create(&lv(json!(1073741824))));
         assert_refused(v.create(&lv(json!("1 GB"))), "spec.size", "should match");
@@ -646,7 +645,7 @@ mod logical_volume {
 
     #[test]
     fn name_and_node_are_immutable() {
-        let v = SchemaValidator::new(&lvms_api::LogicalVolume::crd(), "v1");
+        let v = SchemaValidator::new(&lvms_api::crd("logicalvolumes.topolvm.io"), "v1");
         let old = lv(json!("1Gi"));
         assert_accepted(v.update(&set(old.clone(), "spec.size", json!("2Gi")), &old));
         assert_refused(

@@ -253,9 +253,10 @@ fn discovery_policy_is_static_or_dynamic_and_may_change() {
 
 #[test]
 fn the_volume_group_crd_keeps_raid_and_thin_apart() {
-    use kube::CustomResourceExt;
-    let vg =
-        crd_tools::validate::SchemaValidator::new(&lvms_api::LVMVolumeGroup::crd(), "v1alpha1");
+    let vg = crd_tools::validate::SchemaValidator::new(
+        &lvms_api::crd("lvmvolumegroups.lvm.topolvm.io"),
+        "v1alpha1",
+    );
     let obj = |spec: Value| {
         json!({"apiVersion": "lvm.topolvm.io/v1alpha1", "kind": "LVMVolumeGroup",
                "metadata": {"name": "r", "namespace": "openshift-storage"}, "spec": spec})
@@ -272,5 +273,64 @@ fn the_volume_group_crd_keeps_raid_and_thin_apart() {
         )),
         "spec.raidConfig.stripeSize",
         "stripeSize is only valid",
+    );
+}
+
+#[test]
+fn a_null_is_the_field_unset_and_cannot_slip_past_the_rules() {
+    // The API server drops a null that the schema does not allow before validating: writing
+    // `raidConfig: null` is removing it, which the class's rules refuse.
+    let old = cluster(json!([raid(json!({"type": "raid1", "mirrors": 1}), TWO)]));
+    let nulled = set(
+        old.clone(),
+        "spec.storage.deviceClasses.0.raidConfig",
+        Value::Null,
+    );
+    assert_refused(
+        lvmcluster().update(&nulled, &old),
+        &format!("{DC0}.raidConfig"),
+        "raidConfig cannot be added to or removed from an existing device class",
+    );
+    let mirrors = set(
+        old.clone(),
+        "spec.storage.deviceClasses.0.raidConfig.mirrors",
+        Value::Null,
+    );
+    assert_refused(
+        lvmcluster().update(&mirrors, &old),
+        &format!("{DC0}.raidConfig"),
+        "raidConfig is immutable after creation",
+    );
+    let thin = cluster(json!([thin("vg1")]));
+    let nulled = set(
+        thin.clone(),
+        "spec.storage.deviceClasses.0.thinPoolConfig",
+        Value::Null,
+    );
+    assert_refused(
+        lvmcluster().update(&nulled, &thin),
+        &format!("{DC0}.thinPoolConfig"),
+        "thinPoolConfig cannot be added or removed",
+    );
+    // On create a null optional field is simply unset.
+    let created = accept(set(
+        raid(json!({"type": "raid1"}), TWO),
+        "deviceDiscoveryPolicy",
+        Value::Null,
+    ));
+    assert!(
+        created["spec"]["storage"]["deviceClasses"][0]
+            .get("deviceDiscoveryPolicy")
+            .is_none()
+    );
+    // A null where the schema has a default gets the default (fstype: xfs).
+    let created = accept(set(
+        raid(json!({"type": "raid1"}), TWO),
+        "fstype",
+        Value::Null,
+    ));
+    assert_eq!(
+        created["spec"]["storage"]["deviceClasses"][0]["fstype"],
+        "xfs"
     );
 }
