@@ -21,6 +21,21 @@ use crate::capacity::{self, ClassUsage};
 use crate::plan::{self, Observed};
 use crate::reports::Reports;
 
+/// Whether a listed path resolves to a device that `scanned` (a scan's devices, children too)
+/// does not have.
+fn unseen<'a>(
+    scanned: &[BlockDevice],
+    mut listed: impl Iterator<Item = &'a String>,
+    resolve: &dyn Fn(&str) -> Option<String>,
+) -> bool {
+    let known: BTreeSet<&str> = scanned
+        .iter()
+        .flat_map(|d| d.walk())
+        .map(|d| d.name.as_str())
+        .collect();
+    listed.any(|p| resolve(p).is_some_and(|dev| !known.contains(dev.as_str())))
+}
+
 /// Annotation on this node's LVMVolumeGroupNodeStatus recording the devices wiped per class, so
 /// a restart never wipes twice. Written before wiping: at most once, even across a crash.
 pub const WIPED_ANNOTATION: &str = "lvm.topolvm.io/wiped-devices";
@@ -49,6 +64,9 @@ pub struct Agent {
     devices: std::sync::Mutex<Option<Devices>>,
     /// dm-raid was found once: it is not looked for again.
     raid_ok: std::sync::atomic::AtomicBool,
+    /// What this agent last wrote (or found) in its node's status: a watch event that carries
+    /// exactly this is our own write and needs no pass.
+    published: std::sync::Mutex<Option<LVMVolumeGroupNodeStatusSpec>>,
 }
 
 /// What a device scan found.
@@ -107,6 +125,7 @@ impl Agent {
             reports,
             devices: Default::default(),
             raid_ok: Default::default(),
+            published: Default::default(),
         }
     }
 
@@ -221,6 +240,20 @@ impl Agent {
         Ok(usage)
     }
 
+    /// A path a class lists now resolves to a device the last scan did not see (a disk plugged
+    /// in): checked without a command, so a pass that does not scan still notices it.
+    fn listed_path_appeared(&self, mine: &[&LVMVolumeGroup]) -> bool {
+        let cached = self.devices.lock().unwrap();
+        let Some(found) = cached.as_ref() else {
+            return true;
+        };
+        let listed = mine
+            .iter()
+            .filter_map(|vg| vg.spec.device_selector.as_ref())
+            .flat_map(|s| s.paths.iter().chain(s.optional_paths.iter()).flatten());
+        unseen(&found.devices, listed, &resolve)
+    }
+
     /// Why RAID volumes cannot be made here, checked (and dm-raid loaded) until it is found.
     async fn raid_unavailable(&self) -> Option<String> {
         use std::sync::atomic::Ordering;
@@ -267,6 +300,7 @@ impl Agent {
             .and_then(|a| serde_json::from_str(a).ok())
             .unwrap_or_default();
 
+        let scan = scan || self.listed_path_appeared(&mine);
         let mut snap = self.snapshot_with(scan).await?;
         let mut out = Outcome::default();
         let raid_unavailable = if mine
@@ -313,7 +347,8 @@ impl Agent {
                         .extend(targets.iter().cloned());
                     self.record_wiped(&statuses_api, existing.is_some(), &wiped)
                         .await?;
-                    let devices = snap.devices.clone();
+                    // The holders to remove first come from a scan made now, not a cached one.
+                    let devices = self.snapshot().await?.devices;
                     self.blocking(move |_, runner| wipe(runner, &devices, &targets))
                         .await
                         .map_err(Error::Lvm)?;
@@ -367,15 +402,21 @@ impl Agent {
             reported.push(status);
         }
         reported.sort_by(|a, b| a.name.cmp(&b.name));
+        // Degraded too: a replacement disk may be put in.
         out.rescan = reported.iter().any(|s| {
             s.device_discovery_policy == Some(DeviceDiscoveryPolicyStatus::RuntimeDynamic)
-                || !matches!(s.status, VGStatusType::Ready | VGStatusType::Degraded)
+                || s.status != VGStatusType::Ready
         });
         self.publish_status(&statuses_api, existing.as_ref(), &reported)
             .await?;
         self.publish_capacity(&nodes, &node, &out.usage).await?;
         out.statuses = reported;
         Ok(out)
+    }
+
+    /// Whether `spec` is what this agent last published (its own write coming back by watch).
+    pub fn is_own_status(&self, spec: &LVMVolumeGroupNodeStatusSpec) -> bool {
+        self.published.lock().unwrap().as_ref() == Some(spec)
     }
 
     async fn ensure_finalizer(
@@ -511,6 +552,7 @@ impl Agent {
             .await
             .map_err(kube_err("reading this node's status"))?
             .or_else(|| existing.cloned());
+        *self.published.lock().unwrap() = Some(spec.clone());
         match current {
             Some(c) if c.spec == spec => Ok(()),
             Some(_) => {
@@ -619,4 +661,34 @@ pub fn wipe(runner: &Exec, devices: &[BlockDevice], targets: &[String]) -> Resul
     // next read, or they would still look like they carry a filesystem. (No udev: no wait.)
     let _ = runner.run("udevadm", &["settle".into(), "--timeout=30".into()]);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_disk_plugged_in_after_the_scan_is_noticed() {
+        let scanned = [BlockDevice {
+            name: "/dev/sdb".into(),
+            children: vec![BlockDevice {
+                name: "/dev/sdb1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let present = ["/dev/sdb", "/dev/sdb1", "/dev/sdc"];
+        let resolve = |p: &str| {
+            let p = p.replace("/dev/disk/by-id/x", "/dev/sdb");
+            present.contains(&p.as_str()).then_some(p)
+        };
+        let paths = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let seen = paths(&["/dev/disk/by-id/x", "/dev/sdb1", "/dev/nvme9n1"]);
+        assert!(!unseen(&scanned, seen.iter(), &resolve), "known, or absent");
+        let plugged = paths(&["/dev/sdb", "/dev/sdc"]);
+        assert!(
+            unseen(&scanned, plugged.iter(), &resolve),
+            "sdc exists, the scan did not see it"
+        );
+    }
 }

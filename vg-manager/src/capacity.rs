@@ -14,6 +14,9 @@ pub struct ClassUsage {
     /// RAID classes only: the largest volume the level can still make (see
     /// [`lvms_api::RaidLayout::usable`]).
     pub raid_usable: Option<u64>,
+    /// Physical volumes of the VG that are missing. lvm2 changes no VG that misses one ("Cannot
+    /// change VG while PVs are missing"), so nothing can be provisioned until it is repaired.
+    pub missing_pvs: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -32,6 +35,9 @@ impl ClassUsage {
     /// RAID = the data a new volume of the class's level can hold (free space divided by the
     /// level's overhead, as the PVs allow it).
     pub fn available(&self) -> u64 {
+        if self.missing_pvs > 0 {
+            return 0;
+        }
         match (&self.thin, self.raid_usable) {
             (Some(t), _) => t
                 .pool_size
@@ -87,6 +93,7 @@ pub fn usage(report: &Report, vg: &str, class: &LVMVolumeGroupSpec) -> Option<Cl
         vg_free: v.free,
         thin,
         raid_usable,
+        missing_pvs: v.missing_pv_count,
     })
 }
 
@@ -194,15 +201,18 @@ mod tests {
             usage(&r, "vg1", &raid(Raid1, Some(2))).unwrap().available(),
             99 * E
         );
-        // A missing PV makes that three-way mirror impossible.
+        // The layout counts the present PVs only.
         r.pvs[2].missing = true;
-        assert_eq!(
-            usage(&r, "vg1", &raid(Raid1, Some(2))).unwrap().available(),
-            0
-        );
-        assert_eq!(
-            usage(&r, "vg1", &raid(Raid1, None)).unwrap().available(),
-            99 * E
-        );
+        let raid5 = raid(Raid5, None).raid_config.unwrap();
+        assert_eq!(raid_layout(&r, "vg1", &raid5).stripes, 1);
+        // And a VG that misses a PV takes no new volume at all: lvm2 refuses to change it.
+        r.vgs[0].missing_pv_count = 1;
+        for class in [
+            raid(Raid1, None),
+            LVMVolumeGroupSpec::default(),
+            thin("pool", 10),
+        ] {
+            assert_eq!(usage(&r, "vg1", &class).unwrap().available(), 0);
+        }
     }
 }

@@ -140,6 +140,15 @@ pub fn decide(
             }
             // Thin pools take any virtual size: the overprovision ratio is ours to enforce, here
             // as well as in the controller, since two controllers' decisions can race.
+            let missing = report.vg(vg).map_or(0, |v| v.missing_pv_count);
+            if missing > 0 {
+                return Action::Fail {
+                    code: code::RESOURCE_EXHAUSTED,
+                    message: format!(
+                        "volume group {vg} on node {node} is missing {missing} physical volume(s): lvm2 makes no new volume in it until it is repaired"
+                    ),
+                };
+            }
             let available = crate::capacity::usage(report, vg, &class.spec)
                 .map(|u| u.available())
                 .unwrap_or(0);

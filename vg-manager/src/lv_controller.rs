@@ -101,6 +101,8 @@ pub fn orphans(report: &Report, objects: &[Arc<LogicalVolume>]) -> Vec<Orphan> {
     report
         .lvs
         .iter()
+        // Sub-volumes carry no tags, but say so: only a user volume can be an orphan.
+        .filter(|l| !l.is_internal())
         .filter_map(|l| {
             let owner = l
                 .tags

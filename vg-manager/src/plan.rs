@@ -104,14 +104,18 @@ pub fn plan(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan {
     let policy = discovery_policy(spec, vg);
     let mut p = plan_devices(name, spec, node);
     p.status.device_discovery_policy = Some(policy);
-    if spec.raid_config.is_some() && p.status.status != VGStatusType::Failed {
+    // RAID health whenever the VG exists, also when the class failed for another reason: the
+    // gauges and alerts must not go quiet then. A failure already reported is not overridden.
+    if spec.raid_config.is_some() {
         p.status.raid_status = crate::raid_health::status(node.report, name);
         let verdict = p
             .status
             .raid_status
             .as_ref()
             .and_then(|r| crate::raid_health::verdict(name, r));
-        if let Some((status, reason)) = verdict {
+        if let Some((status, reason)) = verdict
+            && p.status.status != VGStatusType::Failed
+        {
             p.status.status = status;
             p.status.reason = reason;
         }
@@ -247,9 +251,33 @@ fn plan_devices(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan 
     // A RAID level needs enough members: the VG's (missing ones too: they are being replaced,
     // not gone from the layout) and the devices about to join.
     if let Some(raid) = &spec.raid_config {
-        let members = vg.map_or(0, |v| v.pv_count as usize) + eligible.len();
-        if let Some(why) = raid.check_devices(members as u32) {
-            return failed(name, why, excluded);
+        let members = vg.map_or(0, |v| v.pv_count as u32);
+        match vg {
+            // A new VG: the devices found must make the level.
+            None => {
+                if let Some(why) = raid.check_devices(eligible.len() as u32) {
+                    return failed(name, why, excluded);
+                }
+            }
+            // An existing one keeps working; newcomers join only as many as keep the level
+            // valid (raid10: in pairs), the others wait with the reason.
+            Some(_) => {
+                let fits = (0..=eligible.len())
+                    .rev()
+                    .find(|n| raid.check_devices(members + *n as u32).is_none())
+                    .unwrap_or(0);
+                if fits < eligible.len() {
+                    let why = raid
+                        .check_devices(members + eligible.len() as u32)
+                        .unwrap_or_default();
+                    for dev in eligible.drain(fits..) {
+                        excluded.push(ExcludedDevice {
+                            name: dev,
+                            reasons: vec![format!("cannot join the RAID volume group now: {why}")],
+                        });
+                    }
+                }
+            }
         }
     }
 
@@ -887,5 +915,55 @@ mod tests {
         let raid = p.status.raid_status.unwrap();
         assert_eq!((raid.member_count, raid.degraded_member_count), (2, 1));
         assert_eq!(raid.lv_health[0].health_status, "partial");
+    }
+
+    #[test]
+    fn raid10_takes_newcomers_in_pairs_and_keeps_working() {
+        use lvms_api::RAIDType::Raid10;
+        let members = ["/dev/sdb", "/dev/sdc", "/dev/sdd", "/dev/sde"];
+        let mut r = report_with_vg(&[OWNER_TAG], false);
+        r.vgs[0].pv_count = 4;
+        r.pvs = members
+            .iter()
+            .map(|m| PhysicalVolume {
+                name: m.to_string(),
+                vg_name: "vg1".into(),
+                ..Default::default()
+            })
+            .collect();
+        let mut devices: Vec<BlockDevice> =
+            members.iter().map(|m| disk(m, "LVM2_member")).collect();
+        devices.push(disk("/dev/sdf", ""));
+        let spec = LVMVolumeGroupSpec {
+            device_selector: Some(DeviceSelector {
+                optional_paths: Some(
+                    [
+                        "/dev/sdb", "/dev/sdc", "/dev/sdd", "/dev/sde", "/dev/sdf", "/dev/sdg",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ),
+                ..Default::default()
+            }),
+            ..raid_spec(vec![], Raid10)
+        };
+        let p = run(&spec, &devices, &r);
+        assert_eq!(p.steps, [], "a fifth disk would leave raid10 odd");
+        assert_eq!(p.status.status, VGStatusType::Ready, "{}", p.status.reason);
+        assert_eq!(p.status.excluded[0].name, "/dev/sdf");
+        assert!(
+            p.status.excluded[0].reasons[0].contains("divisible by 2, got 5"),
+            "{:?}",
+            p.status.excluded
+        );
+        devices.push(disk("/dev/sdg", ""));
+        let p = run(&spec, &devices, &r);
+        assert_eq!(
+            p.steps,
+            [Step::ExtendVg {
+                devices: vec!["/dev/sdf".into(), "/dev/sdg".into()]
+            }],
+            "a pair joins"
+        );
     }
 }

@@ -6,16 +6,25 @@
 use lvm::Report;
 use lvms_api::{RAIDHealthStatus, RAIDLVHealth, RAIDStatus, VGStatusType};
 
-/// Images a volume of this segment type survives losing, out of `images`. raid10 is counted
-/// at one: more only when the lost images sit in different mirror sets.
-fn tolerated(segtype: &str, images: u32) -> u32 {
+/// Whether a volume of this segment type with `images` images survives losing the images
+/// numbered `lost`. raid10 (lvm2's is 2-way, "near" layout) keeps each stripe on images 2k and
+/// 2k+1: it survives any losses that leave one image of every pair.
+fn survives(segtype: &str, images: u32, lost: &[u32]) -> bool {
+    let n = lost.len() as u32;
     if segtype == "raid1" {
-        images.saturating_sub(1)
+        n < images
+    } else if segtype == "raid10" {
+        !lost.iter().any(|i| i % 2 == 0 && lost.contains(&(i + 1)))
     } else if segtype.starts_with("raid6") {
-        2
+        n <= 2
     } else {
-        1
+        n <= 1
     }
+}
+
+/// The image number of a sub-volume `[<lv>_rimage_<n>]`.
+fn image_number(name: &str, prefix: &str) -> Option<u32> {
+    name.strip_prefix(prefix)?.strip_suffix(']')?.parse().ok()
 }
 
 /// `None` when the VG does not exist (nothing to report yet).
@@ -28,13 +37,20 @@ pub fn status(report: &Report, vg: &str) -> Option<RAIDStatus> {
     for lv in lvs.iter().filter(|l| l.is_raid()) {
         // Sub-volumes are listed as `[<lv>_rimage_<n>]`; those on a missing PV are partial.
         let prefix = format!("[{}_rimage_", lv.name);
-        let images: Vec<_> = lvs.iter().filter(|l| l.name.starts_with(&prefix)).collect();
-        let lost = images.iter().filter(|i| i.is_partial()).count() as u32;
+        let images: Vec<_> = lvs
+            .iter()
+            .filter_map(|l| Some((image_number(&l.name, &prefix)?, *l)))
+            .collect();
+        let lost: Vec<u32> = images
+            .iter()
+            .filter(|(_, i)| i.is_partial())
+            .map(|(n, _)| *n)
+            .collect();
         let sync = lv.sync_percent.unwrap_or(100.0).clamp(0.0, 100.0);
         let health = lv.health_status.trim().to_string();
-        if lost > tolerated(&lv.segtype, images.len() as u32) {
+        if !survives(&lv.segtype, images.len() as u32, &lost) {
             any_failed = true;
-        } else if !health.is_empty() || lost > 0 || lv.is_partial() {
+        } else if !health.is_empty() || !lost.is_empty() || lv.is_partial() {
             any_degraded = true;
         }
         lv_health.push(RAIDLVHealth {
@@ -93,12 +109,28 @@ pub fn verdict(vg: &str, status: &RAIDStatus) -> Option<(VGStatusType, String)> 
                 names(&|h| !h.health_status.is_empty())
             ),
         )),
-        RAIDHealthStatus::Degraded => Some((
+        // A member is gone: replace it.
+        RAIDHealthStatus::Degraded if missing > 0 => Some((
             VGStatusType::Degraded,
             format!(
                 "RAID volume group {vg} is degraded ({missing} of {} physical volumes missing); volumes without full redundancy: {}. Replace the disk: add it to the volume group, run `lvconvert --repair {vg}/<volume>` for each, then `vgreduce --removemissing {vg}`",
                 status.member_count,
                 names(&|h| !h.health_status.is_empty())
+            ),
+        )),
+        // Every member is there, a volume is not using all of them (a disk came back) or its
+        // copies disagree.
+        RAIDHealthStatus::Degraded => Some((
+            VGStatusType::Degraded,
+            format!(
+                "RAID volumes of {vg} need attention although every physical volume is present: {}. `refresh needed`: run `lvchange --refresh {vg}/<volume>` to take a returned disk back; `mismatches exist`: run `lvchange --syncaction repair {vg}/<volume>`",
+                status
+                    .lv_health
+                    .iter()
+                    .filter(|h| !h.health_status.is_empty())
+                    .map(|h| format!("{} ({})", h.name, h.health_status))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )),
     }
@@ -201,10 +233,28 @@ mod tests {
     }
 
     #[test]
-    fn levels_tolerate_their_parity() {
-        assert_eq!(tolerated("raid1", 3), 2);
-        assert_eq!(tolerated("raid5_ls", 4), 1);
-        assert_eq!(tolerated("raid6_zr", 5), 2);
-        assert_eq!(tolerated("raid10", 4), 1);
+    fn levels_survive_what_their_redundancy_allows() {
+        assert!(survives("raid1", 3, &[0, 2]) && !survives("raid1", 3, &[0, 1, 2]));
+        assert!(survives("raid5", 4, &[3]) && !survives("raid5", 4, &[1, 3]));
+        assert!(survives("raid6", 5, &[0, 4]) && !survives("raid6", 5, &[0, 2, 4]));
+        // raid10: one image of every mirror pair (0-1, 2-3) must remain.
+        assert!(survives("raid10", 4, &[0, 3]), "one of each pair lost");
+        assert!(!survives("raid10", 4, &[2, 3]), "a whole pair lost");
+        assert_eq!(image_number("[lv_rimage_12]", "[lv_rimage_"), Some(12));
+        assert_eq!(image_number("[lv_rmeta_1]", "[lv_rimage_"), None);
+    }
+
+    #[test]
+    fn a_returned_disk_is_refreshed_not_replaced() {
+        let mut r = report(0, &[false, false], 100.0);
+        r.lvs[0].health_status = "refresh needed".into();
+        let s = status(&r, "r1").unwrap();
+        assert_eq!(s.status, RAIDHealthStatus::Degraded);
+        let (_, why) = verdict("r1", &s).unwrap();
+        assert!(
+            why.contains("a (refresh needed)") && why.contains("lvchange --refresh r1/"),
+            "{why}"
+        );
+        assert!(!why.contains("vgreduce"), "{why}");
     }
 }

@@ -67,6 +67,31 @@ where
     });
 }
 
+/// Wakes `notify` when this node's status object is changed or deleted by someone else. The
+/// agent's own writes come back by this watch too; passing on them would make every status
+/// change (a RAID volume's sync percent) start the next pass at once, in a loop.
+fn watch_own_status(
+    api: Api<LVMVolumeGroupNodeStatus>,
+    config: watcher::Config,
+    agent: Arc<Agent>,
+    notify: Arc<Notify>,
+) {
+    tokio::spawn(async move {
+        let mut stream = watcher(api, config).boxed();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Ok(watcher::Event::Apply(s)) if agent.is_own_status(&s.spec) => {}
+                Ok(_) => notify.notify_one(),
+                Err(e) => {
+                    warn!(%e, "watch");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    });
+}
+
 /// The command runner for `mode`. In the agent's own namespaces (the image's lvm2 in a pod)
 /// every `lvm` command gets the overrides of [`lvm::container`], decided from this node's /etc/lvm.
 pub fn exec(mode: Mode) -> Exec {
@@ -109,13 +134,13 @@ pub async fn run_with(
     ));
 
     let reports = Arc::new(Reports::new(Lvm::new(runner.clone())));
-    let agent = Agent::with_reports(
+    let agent = Arc::new(Agent::with_reports(
         client.clone(),
         &opts.node,
         &opts.namespace,
         runner.clone(),
         reports.clone(),
-    );
+    ));
     let notify = Arc::new(Notify::new());
     let capacity = Arc::new(Notify::new());
     let volumes = lv_controller::start(lv_controller::Context {
@@ -143,9 +168,10 @@ pub async fn run_with(
         notify.clone(),
     );
     let own = watcher::Config::default().fields(&format!("metadata.name={}", opts.node));
-    watch(
+    watch_own_status(
         Api::<LVMVolumeGroupNodeStatus>::namespaced(client.clone(), &opts.namespace),
         own,
+        agent.clone(),
         notify.clone(),
     );
     info!(node = %opts.node, namespace = %opts.namespace, resync = ?opts.resync, "vg-manager running");
