@@ -187,6 +187,12 @@ mod tests {
     use super::*;
     use crate::capacity::ThinUsage;
 
+    fn has_lines(text: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+    }
+
     #[test]
     fn topolvm_gauges_per_class() {
         let m = Metrics::default();
@@ -216,16 +222,17 @@ mod tests {
         .into();
         m.set_usage("node-a", &usage);
         let text = m.render();
-        for line in [
-            r#"topolvm_volumegroup_available_bytes{node="node-a",device_class="vg1"} 100"#,
-            r#"topolvm_volumegroup_size_bytes{node="node-a",device_class="thick"} 50"#,
-            r#"topolvm_thinpool_size_bytes{node="node-a",device_class="vg1"} 900"#,
-            r#"topolvm_thinpool_data_percent{node="node-a",device_class="vg1"} 12.5"#,
-            r#"topolvm_thinpool_metadata_percent{node="node-a",device_class="vg1"} 3.0"#,
-            r#"topolvm_thinpool_overprovisioned_available{node="node-a",device_class="vg1"} 8000"#,
-        ] {
-            assert!(text.contains(line), "missing {line}\n{text}");
-        }
+        has_lines(
+            &text,
+            &[
+                r#"topolvm_volumegroup_available_bytes{node="node-a",device_class="vg1"} 100"#,
+                r#"topolvm_volumegroup_size_bytes{node="node-a",device_class="thick"} 50"#,
+                r#"topolvm_thinpool_size_bytes{node="node-a",device_class="vg1"} 900"#,
+                r#"topolvm_thinpool_data_percent{node="node-a",device_class="vg1"} 12.5"#,
+                r#"topolvm_thinpool_metadata_percent{node="node-a",device_class="vg1"} 3.0"#,
+                r#"topolvm_thinpool_overprovisioned_available{node="node-a",device_class="vg1"} 8000"#,
+            ],
+        );
         assert!(
             !text.contains(r#"topolvm_thinpool_size_bytes{node="node-a",device_class="thick"}"#)
         );
@@ -247,14 +254,15 @@ mod tests {
             ],
         );
         let text = m.render();
-        for line in [
-            r#"lvms_raid_health_status{node="node-a",device_class="r1"} 1"#,
-            r#"lvms_raid_sync_in_progress{node="node-a",device_class="r1"} 0"#,
-            r#"lvms_raid_health_status{node="node-a",device_class="r5"} 0"#,
-            r#"lvms_raid_sync_in_progress{node="node-a",device_class="r5"} 1"#,
-        ] {
-            assert!(text.contains(line), "missing {line}\n{text}");
-        }
+        has_lines(
+            &text,
+            &[
+                r#"lvms_raid_health_status{node="node-a",device_class="r1"} 1"#,
+                r#"lvms_raid_sync_in_progress{node="node-a",device_class="r1"} 0"#,
+                r#"lvms_raid_health_status{node="node-a",device_class="r5"} 0"#,
+                r#"lvms_raid_sync_in_progress{node="node-a",device_class="r5"} 1"#,
+            ],
+        );
         assert_eq!(
             text.matches("lvms_raid_health_status{").count(),
             2,
