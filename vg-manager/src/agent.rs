@@ -396,6 +396,15 @@ impl Agent {
                     },
                 }
             };
+            let mut status = status;
+            if vg.spec.raid_config.is_some() && snap.report.vg(&name).is_none() {
+                // A RAID VG this node reported is gone whole (every member lost): say so, and
+                // keep the health gauge at Failed, rather than look like a class never built.
+                let previous = existing
+                    .as_ref()
+                    .and_then(|e| e.spec.lvm_vg_status.iter().find(|s| s.name == name));
+                crate::raid_health::vanished(&name, previous, &mut status);
+            }
             if let Some(u) = capacity::usage(&snap.report, &name, &vg.spec) {
                 out.usage.insert(name.clone(), u);
             }

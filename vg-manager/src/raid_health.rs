@@ -4,7 +4,7 @@
 //! (Failed); one running on fewer images, or out of sync with itself, is Degraded.
 
 use lvm::Report;
-use lvms_api::{RAIDHealthStatus, RAIDLVHealth, RAIDStatus, VGStatusType};
+use lvms_api::{RAIDHealthStatus, RAIDLVHealth, RAIDStatus, VGStatus, VGStatusType};
 
 /// Whether a volume of this segment type with `images` images survives losing the images
 /// numbered `lost`. raid10 (lvm2's is 2-way, "near" layout) keeps each stripe on images 2k and
@@ -75,6 +75,43 @@ pub fn status(report: &Report, vg: &str) -> Option<RAIDStatus> {
         min_sync_percent,
         lv_health,
     })
+}
+
+/// The VG of a RAID class is not on this node (no member found). If this node reported RAID
+/// health for it before, the VG existed and every member is lost: `status` becomes Failed with
+/// the last known volumes, so the health gauge says 2 instead of vanishing. Without an earlier
+/// report (a class not built yet) nothing changes. The earlier report is the only memory, so a
+/// status object deleted meanwhile forgets it.
+pub fn vanished(vg: &str, previous: Option<&VGStatus>, status: &mut VGStatus) {
+    let Some(before) = previous.and_then(|p| p.raid_status.as_ref()) else {
+        return;
+    };
+    let members = before.member_count;
+    status.raid_status = Some(RAIDStatus {
+        status: RAIDHealthStatus::Failed,
+        member_count: members,
+        degraded_member_count: members,
+        min_sync_percent: None,
+        lv_health: before
+            .lv_health
+            .iter()
+            .map(|h| RAIDLVHealth {
+                health_status: "missing".into(),
+                ..h.clone()
+            })
+            .collect(),
+    });
+    let why = format!(
+        "RAID volume group {vg} is gone from this node: none of its {members} physical volumes is present, and the data of its volumes is unavailable until the disks return"
+    );
+    status.status = VGStatusType::Failed;
+    status.reason = if status.reason.is_empty() || status.reason.starts_with(&why) {
+        why
+    } else if status.reason.contains(&why) {
+        status.reason.clone()
+    } else {
+        format!("{why} ({})", status.reason)
+    };
 }
 
 /// A volume is (re)synchronising: `lvms_raid_sync_in_progress`.
@@ -242,6 +279,45 @@ mod tests {
         assert!(!survives("raid10", 4, &[2, 3]), "a whole pair lost");
         assert_eq!(image_number("[lv_rimage_12]", "[lv_rimage_"), Some(12));
         assert_eq!(image_number("[lv_rmeta_1]", "[lv_rimage_"), None);
+    }
+
+    #[test]
+    fn a_vg_gone_whole_is_failed_only_if_it_was_reported_before() {
+        let reported = VGStatus {
+            name: "r1".into(),
+            raid_status: status(&report(0, &[false, false], 100.0), "r1"),
+            ..Default::default()
+        };
+        let not_found = || VGStatus {
+            name: "r1".into(),
+            status: VGStatusType::Failed,
+            reason: "required device paths do not exist on this node: /dev/vda, /dev/vdb".into(),
+            ..Default::default()
+        };
+        let mut st = not_found();
+        vanished("r1", Some(&reported), &mut st);
+        let raid = st.raid_status.clone().unwrap();
+        assert_eq!(raid.status, RAIDHealthStatus::Failed);
+        assert_eq!((raid.member_count, raid.degraded_member_count), (2, 2));
+        assert_eq!(raid.lv_health[0].health_status, "missing");
+        assert!(
+            st.reason
+                .starts_with("RAID volume group r1 is gone from this node")
+                && st.reason.ends_with(
+                    "(required device paths do not exist on this node: /dev/vda, /dev/vdb)"
+                ),
+            "{}",
+            st.reason
+        );
+        // The next pass carries it on from its own report, without piling up reasons.
+        let mut again = not_found();
+        vanished("r1", Some(&st), &mut again);
+        assert_eq!(again.reason, st.reason);
+        assert_eq!(again.raid_status, st.raid_status);
+        // A class never built has nothing to lose.
+        let mut new = not_found();
+        vanished("r1", Some(&not_found()), &mut new);
+        assert_eq!((new.raid_status, new.reason), (None, not_found().reason));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! RAID device classes and the device discovery policy on real LVM (dm-raid) in the guest, with
 //! the API doubled in-process: every level builds, reports the capacity it can really make, and
 //! holds data; a raid1 class that loses a disk (the guest boots without it) turns Degraded with
-//! the volume named, keeps the data, and is Healthy again after `lvconvert --repair`; a disk that
-//! appears after creation stays out under Static discovery and joins under Dynamic.
+//! the volume named, keeps the data, and is Healthy again after `lvconvert --repair`, and Failed
+//! when both its disks are gone; a disk that appears after creation stays out under Static
+//! discovery and joins under Dynamic.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::process::Command;
@@ -306,9 +307,10 @@ async fn raid1_loses_a_disk_turns_degraded_and_is_repaired() {
     let all = [disk("c"), disk("d"), disk("e"), disk("a"), disk("b")];
     let pulled = [disk("c"), disk("d"), disk("e"), disk("a")];
     let replaced = [disk("c"), disk("d"), disk("e"), disk("a"), disk("new")];
+    let both_gone = [disk("c"), disk("d"), disk("e")];
     let Some((g, phase)) = vm_test::guest_stages(
         "raid1_loses_a_disk_turns_degraded_and_is_repaired",
-        &[&all, &pulled, &replaced],
+        &[&all, &pulled, &replaced, &both_gone],
     ) else {
         return;
     };
@@ -402,7 +404,7 @@ async fn raid1_loses_a_disk_turns_degraded_and_is_repaired() {
             );
             println!("FIGURE degraded raid1 status: {st}");
         }
-        _ => {
+        3 => {
             // A blank disk sits where the old one was: the agent adds it (it is a listed path),
             // the user repairs the volume onto it and drops the missing member.
             assert_eq!(g.disks.len(), 5);
@@ -453,6 +455,39 @@ async fn raid1_loses_a_disk_turns_degraded_and_is_repaired() {
                 );
             }
         }
+        4 => {
+            // Both raid1 disks gone: no r1 VG is found at all. The status the agent wrote before
+            // (kept by the API server across the reboot; seeded here) says it existed, so the
+            // class is Failed and the gauge 2, not a class that was never built.
+            assert_eq!(g.disks.len(), 3);
+            let before = json!({"name": "r1", "status": "Ready", "devices": ["/dev/vdd", "/dev/vde"],
+                "raidStatus": {"status": "Healthy", "memberCount": 2, "degradedMemberCount": 0, "minSyncPercent": 100,
+                    "lvHealth": [{"name": "uid-r1", "raidType": "raid1", "syncPercent": 100}]}});
+            api.seed(
+                STATUSES,
+                json!({"apiVersion": "lvm.topolvm.io/v1alpha1", "kind": "LVMVolumeGroupNodeStatus",
+                "metadata": {"name": "node-a", "namespace": NS}, "spec": {"nodeStatus": [before]}}),
+            );
+            let out = agent.pass().await.unwrap();
+            let st = status_of(&api, "r1");
+            assert_eq!(st["status"], "Failed", "{st}");
+            assert!(
+                st["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("RAID volume group r1 is gone from this node"),
+                "{st}"
+            );
+            assert_eq!(st["raidStatus"]["status"], "Failed");
+            assert_eq!(st["raidStatus"]["lvHealth"][0]["healthStatus"], "missing");
+            let text = health(&out);
+            assert!(
+                text.contains(r#"lvms_raid_health_status{node="node-a",device_class="r1"} 2"#),
+                "{text}"
+            );
+            assert_eq!(status_of(&api, "r5")["raidStatus"]["status"], "Healthy");
+        }
+        _ => unreachable!("four phases"),
     }
 }
 
