@@ -102,7 +102,7 @@ fn failed(name: &str, reason: String, excluded: Vec<ExcludedDevice>) -> Plan {
 pub fn plan(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan {
     let vg = node.report.vg(name);
     let policy = discovery_policy(spec, vg);
-    let mut p = plan_devices(name, spec, node);
+    let mut p = plan_devices(name, spec, node, policy);
     p.status.device_discovery_policy = Some(policy);
     // RAID health whenever the VG exists, also when the class failed for another reason: the
     // gauges and alerts must not go quiet then. A failure already reported is not overridden.
@@ -123,7 +123,12 @@ pub fn plan(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan {
     p
 }
 
-fn plan_devices(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan {
+fn plan_devices(
+    name: &str,
+    spec: &LVMVolumeGroupSpec,
+    node: &Observed,
+    policy: DeviceDiscoveryPolicyStatus,
+) -> Plan {
     let vg = node.report.vg(name);
     if let (Some(_), Some(why)) = (&spec.raid_config, node.raid_unavailable) {
         return failed(name, why.to_string(), vec![]);
@@ -237,7 +242,7 @@ fn plan_devices(name: &str, spec: &LVMVolumeGroupSpec, node: &Observed) -> Plan 
     excluded
         .retain(|e| !(e.reasons.len() == 1 && e.reasons[0] == NOT_SELECTED) || selected.is_some());
     // Static discovery: the VG keeps the devices it was created with.
-    if vg.is_some() && discovery_policy(spec, vg) == DeviceDiscoveryPolicyStatus::RuntimeStatic {
+    if vg.is_some() && policy == DeviceDiscoveryPolicyStatus::RuntimeStatic {
         for dev in eligible.drain(..) {
             excluded.push(ExcludedDevice {
                 reasons: vec![format!(

@@ -122,18 +122,16 @@ pub fn syncing(status: &RAIDStatus) -> bool {
 /// What the RAID health makes of the class's status: Failed or Degraded with the volumes named,
 /// or `None` when it changes nothing.
 pub fn verdict(vg: &str, status: &RAIDStatus) -> Option<(VGStatusType, String)> {
-    let names = |pick: &dyn Fn(&RAIDLVHealth) -> bool| -> String {
-        let n: Vec<&str> = status
-            .lv_health
-            .iter()
-            .filter(|h| pick(h))
-            .map(|h| h.name.as_str())
-            .collect();
-        if n.is_empty() {
-            "none yet".into()
-        } else {
-            n.join(", ")
-        }
+    let unhealthy: Vec<&str> = status
+        .lv_health
+        .iter()
+        .filter(|h| !h.health_status.is_empty())
+        .map(|h| h.name.as_str())
+        .collect();
+    let names = if unhealthy.is_empty() {
+        "none yet".to_string()
+    } else {
+        unhealthy.join(", ")
     };
     let missing = status.degraded_member_count;
     match status.status {
@@ -142,8 +140,7 @@ pub fn verdict(vg: &str, status: &RAIDStatus) -> Option<(VGStatusType, String)> 
             VGStatusType::Failed,
             format!(
                 "RAID volume group {vg} lost more members than its RAID level tolerates ({missing} of {} physical volumes missing); the data of the affected volumes is unavailable until the disks return. Volumes: {}",
-                status.member_count,
-                names(&|h| !h.health_status.is_empty())
+                status.member_count, names
             ),
         )),
         // A member is gone: replace it.
@@ -151,8 +148,7 @@ pub fn verdict(vg: &str, status: &RAIDStatus) -> Option<(VGStatusType, String)> 
             VGStatusType::Degraded,
             format!(
                 "RAID volume group {vg} is degraded ({missing} of {} physical volumes missing); volumes without full redundancy: {}. Replace the disk: add it to the volume group, run `lvconvert --repair {vg}/<volume>` for each, then `vgreduce --removemissing {vg}`",
-                status.member_count,
-                names(&|h| !h.health_status.is_empty())
+                status.member_count, names
             ),
         )),
         // Every member is there, a volume is not using all of them (a disk came back) or its
