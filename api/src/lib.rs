@@ -7,6 +7,7 @@ pub mod lvmcluster;
 pub mod names;
 pub mod nodes;
 pub mod raid;
+pub mod raw;
 pub mod schema;
 pub mod status;
 pub mod validate;
@@ -21,6 +22,7 @@ pub use lvmcluster::{
 pub use raid::{
     DeviceDiscoveryPolicy, DeviceDiscoveryPolicyStatus, RAIDConfig, RAIDType, RaidLayout,
 };
+pub use raw::{RawCleanup, RawDevicesConfig, RawVolumeMode};
 pub use status::{
     DeviceClassStatus, ExcludedDevice, LVMStateType, NodeStatus, RAIDHealthStatus, RAIDLVHealth,
     RAIDStatus, VGStatus, VGStatusType,

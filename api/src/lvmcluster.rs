@@ -16,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::raid::{DeviceDiscoveryPolicy, RAIDConfig};
+use crate::raw::RawDevicesConfig;
 use crate::schema::{node_selector_schema, quantity_schema};
 use crate::status::{DeviceClassStatus, LVMStateType};
 
@@ -109,6 +110,7 @@ fn device_class_rules() -> Vec<serde_json::Value> {
         }),
     ];
     rules.extend(crate::raid::device_class_rules());
+    rules.extend(crate::raw::device_class_rules());
     rules
 }
 
@@ -142,6 +144,10 @@ pub struct DeviceClass {
     /// group, Dynamic for one that exists. May change at any time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_discovery_policy: Option<DeviceDiscoveryPolicy>,
+    /// Whole disks as static PersistentVolumes, one per matching disk of each selected node, in
+    /// place of a volume group (not with thinPoolConfig or raidConfig). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_devices: Option<RawDevicesConfig>,
     /// The class of PVCs that name no StorageClass. At most one class is the default.
     #[serde(default)]
     pub default: bool,
@@ -374,6 +380,12 @@ pub struct StorageClassOptions {
         "message": "additionalLabels cannot set app.kubernetes.io/name, part-of, managed-by or component: the operator manages them",
     }]))]
     pub additional_labels: BTreeMap<String, String>,
+    /// StorageClass `mountOptions`: passed to mount for every filesystem volume of the class
+    /// (each checked against the node's allow-list). May change; applies to later mounts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend("items" = {"type": "string", "maxLength": 256}))]
+    pub mount_options: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -435,6 +447,10 @@ impl DeviceClass {
 
     pub fn is_thin(&self) -> bool {
         self.thin_pool_config.is_some()
+    }
+
+    pub fn is_raw(&self) -> bool {
+        self.raw_devices.is_some()
     }
 
     pub fn is_raid(&self) -> bool {

@@ -6,8 +6,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::lvmcluster::{DeviceClass, DeviceSelector, ThinPoolConfig};
+use crate::lvmcluster::{DeviceClass, DeviceFilesystemType, DeviceSelector, ThinPoolConfig};
 use crate::raid::{DeviceDiscoveryPolicy, RAIDConfig};
+use crate::raw::RawDevicesConfig;
 use crate::schema::node_selector_schema;
 use crate::status::VGStatus;
 
@@ -45,6 +46,12 @@ pub struct LVMVolumeGroupSpec {
     pub raid_config: Option<RAIDConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_discovery_policy: Option<DeviceDiscoveryPolicy>,
+    /// A raw-device class: the node offers each matching disk as a PersistentVolume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_devices: Option<RawDevicesConfig>,
+    /// The class's filesystem; raw-device classes in Filesystem mode format their disks with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fstype: Option<DeviceFilesystemType>,
     #[serde(default)]
     pub default: bool,
 }
@@ -61,6 +68,8 @@ impl From<&DeviceClass> for LVMVolumeGroupSpec {
             thin_pool_config: class.thin_pool_config.clone(),
             raid_config: class.raid_config.clone(),
             device_discovery_policy: class.device_discovery_policy,
+            raw_devices: class.raw_devices.clone(),
+            fstype: class.raw_devices.as_ref().map(|_| class.fstype),
             default: class.default,
         }
     }

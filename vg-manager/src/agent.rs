@@ -21,6 +21,9 @@ use crate::capacity::{self, ClassUsage};
 use crate::plan::{self, Observed};
 use crate::reports::Reports;
 
+mod raw;
+pub use raw::{FORMATTED_ANNOTATION, RawCounts};
+
 /// Whether a listed path resolves to a device that `scanned` (a scan's devices, children too)
 /// does not have.
 fn unseen<'a>(
@@ -67,6 +70,8 @@ pub struct Agent {
     /// What this agent last wrote (or found) in its node's status: a watch event that carries
     /// exactly this is our own write and needs no pass.
     published: std::sync::Mutex<Option<LVMVolumeGroupNodeStatusSpec>>,
+    /// Events on the PersistentVolumes of raw-device classes.
+    recorder: kube::runtime::events::Recorder,
 }
 
 /// What a device scan found.
@@ -87,6 +92,8 @@ pub struct Outcome {
     /// The next periodic pass must scan the disks again: a class discovers devices
     /// (RuntimeDynamic) or is not built yet (a missing disk may appear).
     pub rescan: bool,
+    /// Raw-device classes, summed over the classes (`None`: the node has none).
+    pub raw: Option<RawCounts>,
 }
 
 struct Snapshot {
@@ -116,7 +123,12 @@ impl Agent {
         runner: Arc<Exec>,
         reports: Arc<Reports>,
     ) -> Self {
+        let reporter = kube::runtime::events::Reporter {
+            controller: "vg-manager".into(),
+            instance: Some(node.into()),
+        };
         Self {
+            recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
             client,
             node: node.into(),
             namespace: namespace.into(),
@@ -190,6 +202,10 @@ impl Agent {
         tokio::task::spawn_blocking(move || f(&lvm, &runner))
             .await
             .expect("LVM task panicked")
+    }
+
+    fn vgs_api(&self) -> Api<LVMVolumeGroup> {
+        Api::namespaced(self.client.clone(), &self.namespace)
     }
 
     /// The LVMVolumeGroups this node serves: those that select it, and those that still hold its
@@ -314,6 +330,16 @@ impl Agent {
         let mut reported = Vec::new();
         for vg in &mine {
             let name = vg.name_any();
+            if vg.spec.raw_devices.is_some() {
+                let (status, counts) = self
+                    .raw_class(vg, &node, &mut snap, existing.as_ref(), &mut wiped)
+                    .await?;
+                let sum = out.raw.get_or_insert_with(RawCounts::default);
+                sum.available += counts.available;
+                sum.errors += counts.errors;
+                reported.extend(status);
+                continue;
+            }
             if vg.metadata.deletion_timestamp.is_some() {
                 if let Some(status) = self.teardown(&vgs_api, vg, &snap.report).await? {
                     reported.push(status);
@@ -411,11 +437,13 @@ impl Agent {
             reported.push(status);
         }
         reported.sort_by(|a, b| a.name.cmp(&b.name));
-        // Degraded too: a replacement disk may be put in.
-        out.rescan = reported.iter().any(|s| {
-            s.device_discovery_policy == Some(DeviceDiscoveryPolicyStatus::RuntimeDynamic)
-                || s.status != VGStatusType::Ready
-        });
+        // Degraded too: a replacement disk may be put in. Raw-device classes offer every disk
+        // that appears.
+        out.rescan = out.raw.is_some()
+            || reported.iter().any(|s| {
+                s.device_discovery_policy == Some(DeviceDiscoveryPolicyStatus::RuntimeDynamic)
+                    || s.status != VGStatusType::Ready
+            });
         self.publish_status(&statuses_api, existing.as_ref(), &reported)
             .await?;
         self.publish_capacity(&nodes, &node, &out.usage).await?;

@@ -12,5 +12,6 @@ pub mod lv_controller;
 pub mod metrics;
 pub mod plan;
 pub mod raid_health;
+pub mod raw_devices;
 pub mod reports;
 pub mod run;

@@ -21,7 +21,13 @@ pub struct ClassLabels {
     pub device_class: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
 type IntGauges = Family<ClassLabels, Gauge>;
+type NodeGauges = Family<NodeLabels, Gauge>;
 type FloatGauges = Family<ClassLabels, Gauge<f64, AtomicU64>>;
 
 pub struct Metrics {
@@ -34,6 +40,8 @@ pub struct Metrics {
     pool_overprovisioned_available: IntGauges,
     raid_health: IntGauges,
     raid_syncing: IntGauges,
+    raw_available: NodeGauges,
+    raw_errors: NodeGauges,
     pub passes: Counter,
     pub pass_errors: Counter,
     pub lvm_commands: Counter,
@@ -53,6 +61,8 @@ impl Default for Metrics {
             pool_overprovisioned_available: Default::default(),
             raid_health: Default::default(),
             raid_syncing: Default::default(),
+            raw_available: Default::default(),
+            raw_errors: Default::default(),
             passes: Default::default(),
             pass_errors: Default::default(),
             lvm_commands: Default::default(),
@@ -97,6 +107,17 @@ impl Default for Metrics {
             "lvms_raid_sync_in_progress",
             "1 while a RAID volume of the class on the node is synchronising, else 0",
             m.raid_syncing.clone(),
+        );
+        // local-pv-provisioner's names, so its dashboards and alerts work for raw-device classes.
+        registry.register(
+            "local_pv_provisioner_available_devices",
+            "Disks of raw-device classes on the node offered as PersistentVolumes and not claimed",
+            m.raw_available.clone(),
+        );
+        registry.register(
+            "local_pv_provisioner_error_devices",
+            "Disks of raw-device classes on the node that could not be offered or cleaned",
+            m.raw_errors.clone(),
         );
         registry.register(
             "vg_manager_passes",
@@ -177,6 +198,17 @@ impl Metrics {
         }
     }
 
+    /// The raw-device gauges: set when the node has a raw-device class, absent otherwise.
+    pub fn set_raw(&self, node: &str, counts: Option<crate::agent::RawCounts>) {
+        self.raw_available.clear();
+        self.raw_errors.clear();
+        if let Some(c) = counts {
+            let l = NodeLabels { node: node.into() };
+            self.raw_available.get_or_create(&l).set(c.available as i64);
+            self.raw_errors.get_or_create(&l).set(c.errors as i64);
+        }
+    }
+
     pub fn render(&self) -> String {
         http_probe::render_metrics(&self.registry)
     }
@@ -191,6 +223,29 @@ mod tests {
         for line in lines {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
+    }
+
+    #[test]
+    fn local_pv_provisioner_gauges_per_node() {
+        let m = Metrics::default();
+        assert!(
+            !m.render()
+                .contains("local_pv_provisioner_available_devices{")
+        );
+        let counts = crate::agent::RawCounts {
+            available: 3,
+            errors: 1,
+        };
+        m.set_raw("node-a", Some(counts));
+        has_lines(
+            &m.render(),
+            &[
+                r#"local_pv_provisioner_available_devices{node="node-a"} 3"#,
+                r#"local_pv_provisioner_error_devices{node="node-a"} 1"#,
+            ],
+        );
+        m.set_raw("node-a", None);
+        assert!(!m.render().contains("local_pv_provisioner_error_devices{"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use lvm::{Exec, Lvm, Mode};
@@ -167,6 +168,13 @@ pub async fn run_with(
         watcher::Config::default(),
         notify.clone(),
     );
+    // This node's raw-device PVs: a released one is cleaned at once (and by the periodic pass,
+    // should this event be missed).
+    watch(
+        Api::<PersistentVolume>::all(client.clone()),
+        watcher::Config::default().labels(&format!("{}={}", lvms_api::raw::NODE_LABEL, opts.node)),
+        notify.clone(),
+    );
     let own = watcher::Config::default().fields(&format!("metadata.name={}", opts.node));
     watch_own_status(
         Api::<LVMVolumeGroupNodeStatus>::namespaced(client.clone(), &opts.namespace),
@@ -194,6 +202,7 @@ pub async fn run_with(
             Ok(out) => {
                 metrics.set_usage(&opts.node, &out.usage);
                 metrics.set_raid(&opts.node, &out.statuses);
+                metrics.set_raw(&opts.node, out.raw);
                 periodic_scan = out.rescan;
                 backoff = Duration::from_secs(2);
                 match lv_controller::collect(&reports, &volumes, &mut garbage, opts.orphan_grace)

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::storage::v1::StorageClass;
 use lvms_api::names::{CSI_DRIVER_NAME, DEVICE_CLASS_PARAMETER, FSTYPE_PARAMETER};
-use lvms_api::{DeviceClass, LVMCluster};
+use lvms_api::raw::NO_PROVISIONER;
+use lvms_api::{DeviceClass, LVMCluster, ReclaimPolicy, VolumeBindingMode};
 
 use super::{DEVICE_CLASS_LABEL, Discovery, cluster_meta};
 
@@ -36,6 +37,21 @@ fn storage_class(cluster: &LVMCluster, class: &DeviceClass, discovery: &Discover
         meta.annotations =
             Some([(DEFAULT_CLASS_ANNOTATION.to_string(), "true".to_string())].into());
     }
+    let mount_options = (!opts.mount_options.is_empty()).then(|| opts.mount_options.clone());
+    if class.is_raw() {
+        // The node creates the PVs itself: nothing provisions, a claim waits for its pod's node
+        // (a PV is bound to one node), nothing expands, and a released disk is cleaned by the
+        // node, not deleted, whatever reclaimPolicy the class asks for.
+        return StorageClass {
+            metadata: meta,
+            provisioner: NO_PROVISIONER.into(),
+            reclaim_policy: Some(ReclaimPolicy::Retain.as_str().into()),
+            volume_binding_mode: Some(VolumeBindingMode::WaitForFirstConsumer.as_str().into()),
+            allow_volume_expansion: Some(false),
+            mount_options,
+            ..Default::default()
+        };
+    }
     let mut parameters = opts.additional_parameters.clone();
     parameters.insert(DEVICE_CLASS_PARAMETER.into(), class.name.clone());
     parameters.insert(FSTYPE_PARAMETER.into(), class.fstype.as_str().into());
@@ -46,6 +62,7 @@ fn storage_class(cluster: &LVMCluster, class: &DeviceClass, discovery: &Discover
         reclaim_policy: Some(opts.reclaim_policy.as_str().into()),
         volume_binding_mode: Some(opts.volume_binding_mode.as_str().into()),
         allow_volume_expansion: Some(true),
+        mount_options,
         ..Default::default()
     }
 }
@@ -88,6 +105,44 @@ mod tests {
         assert_eq!(l["tier"], "gold");
         assert_eq!(l["app.kubernetes.io/managed-by"], "lvms-operator");
         assert_eq!(l[DEVICE_CLASS_LABEL], "bulk");
+    }
+
+    #[test]
+    fn mount_options_are_copied() {
+        let mut c = cluster();
+        c.spec.storage.device_classes[0]
+            .storage_class_options
+            .mount_options = vec!["noatime".into(), "nodiratime".into()];
+        let scs = storage_classes(&c, &Discovery::default());
+        assert_eq!(
+            scs[0].mount_options.as_deref(),
+            Some(&["noatime".to_string(), "nodiratime".to_string()][..])
+        );
+        assert_eq!(
+            scs[1].mount_options, None,
+            "none asked: the field stays unset"
+        );
+    }
+
+    #[test]
+    fn raw_device_classes_get_a_static_storage_class() {
+        let mut c = cluster();
+        let bulk = &mut c.spec.storage.device_classes[1];
+        bulk.thin_pool_config = None;
+        bulk.raw_devices = Some(Default::default());
+        let raw = &storage_classes(&c, &Discovery::default())[1];
+        assert_eq!(raw.metadata.name.as_deref(), Some("lvms-bulk"));
+        assert_eq!(raw.provisioner, "kubernetes.io/no-provisioner");
+        assert_eq!(
+            raw.volume_binding_mode.as_deref(),
+            Some("WaitForFirstConsumer")
+        );
+        assert_eq!(raw.reclaim_policy.as_deref(), Some("Retain"));
+        assert_eq!(raw.allow_volume_expansion, Some(false));
+        assert_eq!(
+            raw.parameters, None,
+            "no CSI parameters for a class nothing provisions"
+        );
     }
 
     #[test]

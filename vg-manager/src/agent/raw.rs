@@ -1,0 +1,385 @@
+//! The agent's pass over one raw-device class: offer blank disks as PersistentVolumes, clean and
+//! delete released ones, and tear the class down when its LVMVolumeGroup goes. The decisions are
+//! [`crate::raw_devices::plan`]'s; this file only carries them out, each step idempotent, so an
+//! interrupted pass is finished by the next (a released PV is cleaned again, a PV that exists is
+//! not created twice, a disk formatted before a crash is offered without formatting again).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Node, PersistentVolume};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use lvms_api::raw::{CLASS_LABEL, NODE_LABEL};
+use lvms_api::{LVMVolumeGroup, LVMVolumeGroupNodeStatus, VGStatus, VGStatusType};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::{Agent, Error, Snapshot, kube_err, node_cleanup_finalizer, resolve, set_finalizers};
+use crate::raw_devices::{self, CLEANUP_FAILED_ANNOTATION, Inputs, PvView};
+
+/// Annotation on this node's LVMVolumeGroupNodeStatus: per class, the stable paths of disks this
+/// node formatted for a PV it has not created yet. Written before mkfs, cleared once the PV
+/// exists: a crash in between leaves a disk that the next pass knows to be ours and blank of data.
+pub const FORMATTED_ANNOTATION: &str = "lvm.topolvm.io/raw-formatted-devices";
+
+/// What a raw class's pass found, for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawCounts {
+    /// PVs offered and not claimed.
+    pub available: u64,
+    /// Disks this node could not offer or clean (a failed cleanup, mkfs or create).
+    pub errors: u64,
+}
+
+type Pending = BTreeMap<String, BTreeSet<String>>;
+
+impl Agent {
+    fn pvs_api(&self) -> Api<PersistentVolume> {
+        Api::all(self.client.clone())
+    }
+
+    async fn class_pvs(&self, class: &str) -> Result<Vec<PersistentVolume>, Error> {
+        let selector = format!("{NODE_LABEL}={},{CLASS_LABEL}={class}", self.node);
+        Ok(self
+            .pvs_api()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(kube_err("listing this node's raw-device PersistentVolumes"))?
+            .items)
+    }
+
+    async fn pv_event(&self, pv: &str, type_: EventType, reason: &str, note: &str) {
+        let reference = PersistentVolume {
+            metadata: kube::api::ObjectMeta {
+                name: Some(pv.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .object_ref(&());
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1024).collect()),
+            action: "Cleanup".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+            warn!(%e, reason, "could not publish an event");
+        }
+    }
+
+    /// Writes one annotation of this node's status object, creating the object if need be.
+    async fn status_annotation(&self, key: &str, value: String) -> Result<(), Error> {
+        let api: Api<LVMVolumeGroupNodeStatus> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        if api
+            .get_opt(&self.node)
+            .await
+            .map_err(kube_err("reading this node's status"))?
+            .is_none()
+        {
+            self.create_status(&api, Default::default()).await?;
+        }
+        let patch = json!({"metadata": {"annotations": {key: value}}});
+        api.patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err("recording on this node's status"))?;
+        Ok(())
+    }
+
+    /// Cleans released PVs (then deletes them), or records why it could not. Returns how many
+    /// failed and whether any disk was touched.
+    async fn clean_released(
+        &self,
+        vg: &LVMVolumeGroup,
+        cleanups: Vec<raw_devices::Cleanup>,
+    ) -> Result<(u64, bool), Error> {
+        let how = vg
+            .spec
+            .raw_devices
+            .as_ref()
+            .map(|r| r.cleanup)
+            .unwrap_or_default();
+        let (mut failed, mut touched) = (0, false);
+        for c in cleanups {
+            let job = c.clone();
+            let result = self
+                .blocking(move |_, runner| raw_devices::clean(runner, &job, how))
+                .await;
+            touched = true;
+            match result {
+                Ok(done) => {
+                    info!(pv = %c.pv, %done, "released disk cleaned");
+                    self.pv_event(
+                        &c.pv,
+                        EventType::Normal,
+                        "Cleaned",
+                        &format!("{done}; the PV is deleted and offered again blank"),
+                    )
+                    .await;
+                    match self.pvs_api().delete(&c.pv, &DeleteParams::default()).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 404 => {}
+                        Err(e) => return Err(Error::Kube(format!("deleting PV {}", c.pv), e)),
+                    }
+                }
+                Err(why) => {
+                    failed += 1;
+                    warn!(pv = %c.pv, %why, "cleanup failed; the PV stays Released");
+                    self.pv_event(&c.pv, EventType::Warning, "CleanupFailed", &why)
+                        .await;
+                    let patch =
+                        json!({"metadata": {"annotations": {CLEANUP_FAILED_ANNOTATION: why}}});
+                    self.pvs_api()
+                        .patch(&c.pv, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map_err(kube_err("recording a failed cleanup on its PV"))?;
+                }
+            }
+        }
+        Ok((failed, touched))
+    }
+
+    /// One raw-device class on this node. `None` once a deleted class is gone from the node.
+    pub(super) async fn raw_class(
+        &self,
+        vg: &LVMVolumeGroup,
+        node: &Node,
+        snap: &mut Snapshot,
+        existing: Option<&LVMVolumeGroupNodeStatus>,
+        wiped: &mut BTreeMap<String, BTreeSet<String>>,
+    ) -> Result<(Option<VGStatus>, RawCounts), Error> {
+        let class = vg.name_any();
+        if vg.metadata.deletion_timestamp.is_some() {
+            return self.raw_teardown(vg, snap).await;
+        }
+        self.ensure_finalizer(&self.vgs_api(), vg).await?;
+        let mut pending: Pending = existing
+            .and_then(|s| s.annotations().get(FORMATTED_ANNOTATION))
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_default();
+        let mut counts = RawCounts::default();
+        let mut pvs = self.class_pvs(&class).await?;
+
+        // Forced wipe of explicit paths, once per node, never of a disk that has a PV: its data
+        // belongs to a tenant now.
+        let force_wipe = vg
+            .spec
+            .device_selector
+            .as_ref()
+            .is_some_and(|s| s.force_wipe_devices_and_destroy_all_data == Some(true));
+        if force_wipe {
+            let taken: BTreeSet<String> = pvs
+                .iter()
+                .filter_map(|p| resolve(&PvView::of(p).path))
+                .collect();
+            let targets: Vec<String> = vg
+                .spec
+                .device_selector
+                .iter()
+                .flat_map(|s| s.paths.iter().flatten())
+                .filter_map(|p| resolve(p))
+                .filter(|d| !taken.contains(d))
+                .filter(|d| !wiped.get(&class).is_some_and(|w| w.contains(d)))
+                .collect();
+            if !targets.is_empty() {
+                wiped
+                    .entry(class.clone())
+                    .or_default()
+                    .extend(targets.iter().cloned());
+                self.status_annotation(
+                    super::WIPED_ANNOTATION,
+                    serde_json::to_string(&wiped).expect("serializes"),
+                )
+                .await?;
+                let devices = self.snapshot().await?.devices;
+                self.blocking(move |_, runner| super::wipe(runner, &devices, &targets))
+                    .await
+                    .map_err(Error::Lvm)?;
+                *snap = self.snapshot().await?;
+            }
+        }
+
+        // Twice at most: a cleaned disk is offered again in the same pass.
+        let mut plan = self.raw_plan(vg, &class, snap, &pvs, &pending);
+        if !plan.clean.is_empty() {
+            // Act on a fresh view of the disks (mount points), not a cached one.
+            *snap = self.snapshot().await?;
+            let fresh = self.raw_plan(vg, &class, snap, &pvs, &pending);
+            let (failed, touched) = self.clean_released(vg, fresh.clean).await?;
+            counts.errors += failed;
+            if touched {
+                *snap = self.snapshot().await?;
+                pvs = self.class_pvs(&class).await?;
+                plan = self.raw_plan(vg, &class, snap, &pvs, &pending);
+                plan.clean.clear();
+            }
+        }
+
+        let mut status = plan.status;
+        let formatted = plan.create.iter().any(|n| n.format);
+        for new in plan.create {
+            let fstype = vg.spec.fstype.unwrap_or_default().as_str();
+            if new.format {
+                // Recorded first: if this node dies during mkfs, the disk is known to be ours.
+                pending
+                    .entry(class.clone())
+                    .or_default()
+                    .insert(new.stable_path.clone());
+                self.status_annotation(
+                    FORMATTED_ANNOTATION,
+                    serde_json::to_string(&pending).expect("serializes"),
+                )
+                .await?;
+                let dev = new.device.clone();
+                if let Err(why) = self
+                    .blocking(move |_, runner| raw_devices::format(runner, &dev, fstype))
+                    .await
+                {
+                    counts.errors += 1;
+                    warn!(device = %new.device, %why, "not offered");
+                    status.devices.retain(|d| d != &new.device);
+                    status.excluded.push(lvms_api::ExcludedDevice {
+                        name: new.device.clone(),
+                        reasons: vec![why],
+                    });
+                    continue;
+                }
+            }
+            let pv = raw_devices::persistent_volume(node, &class, &vg.spec, &new);
+            match self.pvs_api().create(&PostParams::default(), &pv).await {
+                Ok(_) => info!(pv = %new.name, device = %new.device, "disk offered"),
+                // Created by an interrupted pass, or still terminating: the next pass sees it.
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => {
+                    counts.errors += 1;
+                    warn!(pv = %new.name, %e, "creating the PersistentVolume");
+                    continue;
+                }
+            }
+            counts.available += 1;
+            if let Some(set) = pending.get_mut(&class)
+                && set.remove(&new.stable_path)
+            {
+                pending.retain(|_, s| !s.is_empty());
+                self.status_annotation(
+                    FORMATTED_ANNOTATION,
+                    serde_json::to_string(&pending).expect("serializes"),
+                )
+                .await?;
+            }
+        }
+        if formatted {
+            *snap = self.snapshot().await?;
+        }
+        counts.available += pvs
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            // Unclaimed and not released: Available, or about to be (a PV the PV controller has
+            // not got to yet has no phase).
+            .filter(|p| p.spec.as_ref().is_none_or(|s| s.claim_ref.is_none()))
+            .filter(|p| !matches!(PvView::of(p).phase.as_str(), "Released" | "Failed"))
+            .count() as u64;
+        if counts.errors > 0 && status.status == VGStatusType::Ready {
+            status.status = VGStatusType::Degraded;
+            status.reason = format!(
+                "{} disk(s) could not be offered or cleaned (see the PersistentVolumes' events and excluded)",
+                counts.errors
+            );
+        }
+        status.excluded.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok((Some(status), counts))
+    }
+
+    fn raw_plan(
+        &self,
+        vg: &LVMVolumeGroup,
+        class: &str,
+        snap: &Snapshot,
+        pvs: &[PersistentVolume],
+        pending: &Pending,
+    ) -> raw_devices::RawPlan {
+        let views: Vec<PvView> = pvs.iter().map(PvView::of).collect();
+        let stable = raw_devices::stable_paths();
+        let none = BTreeSet::new();
+        raw_devices::plan(&Inputs {
+            node: &self.node,
+            class,
+            spec: &vg.spec,
+            devices: &snap.devices,
+            stable: &stable,
+            pvs: &views,
+            pending: pending.get(class).unwrap_or(&none),
+            resolve: &resolve,
+            loops: &snap.loops,
+            container_mounts: snap.container_mounts,
+        })
+    }
+
+    /// The class is being deleted: unclaimed PVs go, released ones are cleaned first; a claimed
+    /// one keeps the class (and this node's finalizer) until its claim is deleted.
+    async fn raw_teardown(
+        &self,
+        vg: &LVMVolumeGroup,
+        snap: &mut Snapshot,
+    ) -> Result<(Option<VGStatus>, RawCounts), Error> {
+        let ours = node_cleanup_finalizer(&self.node);
+        if !vg.finalizers().contains(&ours) {
+            return Ok((None, RawCounts::default()));
+        }
+        let class = vg.name_any();
+        let pvs = self.class_pvs(&class).await?;
+        let plan = self.raw_plan(vg, &class, snap, &pvs, &Pending::new());
+        let (failed, _) = self.clean_released(vg, plan.clean).await?;
+        let mut claimed = Vec::new();
+        for pv in &pvs {
+            let view = PvView::of(pv);
+            let unclaimed = pv.spec.as_ref().is_none_or(|s| s.claim_ref.is_none());
+            if unclaimed && !view.deleting {
+                match self
+                    .pvs_api()
+                    .delete(&view.name, &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(Error::Kube(format!("deleting PV {}", view.name), e)),
+                }
+            } else if !unclaimed && view.phase != "Released" {
+                claimed.push(view.name);
+            }
+        }
+        if !claimed.is_empty() || failed > 0 {
+            let reason = if claimed.is_empty() {
+                "a released disk could not be cleaned (see the PersistentVolume's events); the class is removed once it is".to_string()
+            } else {
+                format!(
+                    "PersistentVolumes still claimed ({}); the class is removed once their claims are deleted",
+                    claimed.join(", ")
+                )
+            };
+            return Ok((
+                Some(VGStatus {
+                    name: class,
+                    status: VGStatusType::Failed,
+                    reason,
+                    ..Default::default()
+                }),
+                RawCounts {
+                    available: 0,
+                    errors: failed,
+                },
+            ));
+        }
+        let f: Vec<String> = vg
+            .finalizers()
+            .iter()
+            .filter(|f| **f != ours)
+            .cloned()
+            .collect();
+        set_finalizers(&self.vgs_api(), vg, &f, "releasing this node's finalizer").await?;
+        Ok((None, RawCounts::default()))
+    }
+}
