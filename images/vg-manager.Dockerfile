@@ -28,7 +28,7 @@ FROM docker.io/library/debian:bookworm-slim
 #   thin-provisioning-tools  thin_check, thin_repair (lvm2 runs them when it activates a thin pool)
 #   xfsprogs                 mkfs.xfs, xfs_growfs, xfs_info
 #   e2fsprogs                mkfs.ext4, resize2fs, dumpe2fs
-#   util-linux               lsblk, blkid, wipefs, nsenter
+#   util-linux               lsblk, blkid, wipefs, nsenter, blkdiscard (cleaning released raw disks)
 #   mount                    mount, umount, losetup
 #   udev                     udevadm (settle after wiping)
 #   coreutils                df, stat, realpath, mkdir, touch, rm, rmdir (essential; listed anyway)

@@ -151,7 +151,7 @@ fn package_of(program: &str) -> Option<&'static str> {
     Some(match program {
         "lvm" => "lvm2",
         "dmsetup" => "dmsetup",
-        "lsblk" | "blkid" | "wipefs" | "nsenter" => "util-linux",
+        "lsblk" | "blkid" | "wipefs" | "nsenter" | "blkdiscard" => "util-linux",
         "mount" | "umount" | "losetup" => "mount",
         "mkfs.xfs" | "xfs_growfs" | "xfs_info" => "xfsprogs",
         "mkfs.ext4" | "resize2fs" | "dumpe2fs" => "e2fsprogs",
