@@ -2,8 +2,8 @@
 //! tower service: reconcilers run their real requests against it, and tests assert on the objects
 //! it holds. It implements what our controllers use: get, list (label and field selectors),
 //! create, replace (with resourceVersion conflicts), server-side apply (single manager), merge and
-//! JSON patches, the status subresource, deletion with finalizers, owner-reference garbage
-//! collection, and watches.
+//! JSON patches, the status subresource, deletion with finalizers and preconditions (uid,
+//! resourceVersion), owner-reference garbage collection, and watches.
 //!
 //! Watches (`GET <collection>?watch=true`) behave like the API server's, so `kube::runtime`
 //! watchers, reflectors and controllers run against the double: every change is an ADDED,
@@ -320,10 +320,26 @@ impl ApiDouble {
 
     /// A client whose every request this double answers.
     pub fn client(&self) -> kube::Client {
+        self.client_with_hook(|_, _| {})
+    }
+
+    /// A client like [`ApiDouble::client`] that first calls `before(method, path)` for each
+    /// request (outside the double's lock, so it may seed or patch): for tests in which the
+    /// world changes between two requests of one pass, such as an object re-created after the
+    /// code under test listed it.
+    pub fn client_with_hook(
+        &self,
+        before: impl Fn(&Method, &str) + Send + Sync + 'static,
+    ) -> kube::Client {
         let me = self.clone();
+        let before = Arc::new(before);
         let service = tower::service_fn(move |req: Request<Body>| {
             let me = me.clone();
-            async move { Ok::<_, Infallible>(me.handle(req).await) }
+            let before = before.clone();
+            async move {
+                before(req.method(), req.uri().path());
+                Ok::<_, Infallible>(me.handle(req).await)
+            }
         });
         kube::Client::new(service, "default")
     }
@@ -489,7 +505,9 @@ impl ApiDouble {
                 obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T01:00:00Z");
                 Self::store(st, key.clone(), obj.clone());
             }
-            Some(obj)
+            // As stored, at its new resourceVersion (the API server answers so): a write
+            // guarded by the answer's version must go through.
+            st.objects.get(key).cloned()
         } else {
             Self::remove(st, key);
             Some(obj)
@@ -706,6 +724,27 @@ impl ApiDouble {
             }
             (Method::DELETE, Some(name)) => {
                 let key = (t.resource.clone(), t.namespace.clone(), name.clone());
+                // DeleteOptions.preconditions: only the object they name is deleted; another
+                // one (re-created under the name, or changed since) is a 409, as from the API
+                // server.
+                if let Some(current) = st.objects.get(&key) {
+                    for (field, label) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+                        let have = current["metadata"][field].as_str().unwrap_or("");
+                        if let Some(want) = body["preconditions"][field].as_str()
+                            && want != have
+                        {
+                            return status_response(
+                                StatusCode::CONFLICT,
+                                "Conflict",
+                                format!(
+                                    "Operation cannot be fulfilled on {}: Precondition failed: \
+                                     {label} in precondition: {want}, {label} in object meta: {have}",
+                                    what()
+                                ),
+                            );
+                        }
+                    }
+                }
                 match Self::delete_key(&mut st, &key) {
                     Some(obj) => ok(&obj),
                     None => status_response(

@@ -2,6 +2,7 @@
 //! variables, the OLM convention that lets disconnected installs mirror every image.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Images of every workload the operator creates.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,6 +78,9 @@ pub struct Config {
     pub images: Images,
     /// The kubelet's root directory on the nodes (`/var/lib/kubelet`; some distributions differ).
     pub kubelet_dir: String,
+    /// How long a deleted Node must stay gone before its volumes are released or deleted
+    /// (`REMOVED_NODE_GRACE_SECONDS`; see [`crate::node_loss`]).
+    pub removed_node_grace: Duration,
 }
 
 impl Config {
@@ -89,6 +93,11 @@ impl Config {
                 .filter(|v| v.starts_with('/'))
                 .cloned()
                 .unwrap_or_else(|| "/var/lib/kubelet".into()),
+            removed_node_grace: env
+                .get("REMOVED_NODE_GRACE_SECONDS")
+                .and_then(|v| v.trim().parse().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(crate::node_loss::DEFAULT_GRACE),
         }
     }
 }
@@ -120,6 +129,22 @@ mod tests {
             "a blank variable falls back to the default"
         );
         assert_eq!(images.csi_provisioner, IMAGE_VARS[1].1);
+    }
+
+    #[test]
+    fn removed_node_grace_from_env() {
+        let grace = |v: &str| {
+            let env: BTreeMap<String, String> =
+                [("REMOVED_NODE_GRACE_SECONDS".to_string(), v.to_string())].into();
+            Config::from_env("ns".into(), &env).removed_node_grace
+        };
+        assert_eq!(grace("0"), Duration::ZERO);
+        assert_eq!(grace(" 60 "), Duration::from_secs(60));
+        assert_eq!(
+            grace("five minutes"),
+            crate::node_loss::DEFAULT_GRACE,
+            "an unparsable value falls back to the default"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod http;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;
+pub mod node_loss;
 pub use lvms_api::nodes;
 
 pub mod reconcile;

@@ -155,6 +155,9 @@ async fn apply_all(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
         }
     }
 
+    // What removed nodes held: their statuses go before the status below is computed.
+    let node_loss = crate::node_loss::sweep(ctx, cluster).await;
+
     let vgs: Api<LVMVolumeGroup> = Api::namespaced(ctx.client.clone(), ns);
     let existing_vgs = owned_volume_groups(&vgs, cluster).await?;
     let resources = match refusal(cluster, &existing_vgs) {
@@ -212,12 +215,10 @@ async fn apply_all(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
         .await;
     }
     publish_status(&clusters, cluster, st).await?;
-    // Node reports trigger a reconcile through the watch; the timer only catches node changes.
-    Ok(Action::requeue(Duration::from_secs(if ready {
-        300
-    } else {
-        30
-    })))
+    // Node reports trigger a reconcile through the watch; the timer only catches node changes
+    // (and a node-loss cleanup under way).
+    let after = Duration::from_secs(if ready { 300 } else { 30 });
+    Ok(Action::requeue(node_loss.map_or(after, |n| n.min(after))))
 }
 
 /// The LVMCluster this operator serves among `all`.
@@ -553,6 +554,9 @@ async fn cleanup(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     };
     let cluster = &cluster;
+    // A removed node never releases its finalizers, and with the opt-in its claims go here, so
+    // neither blocks the deletion below. (Every wait below requeues within 30 s.)
+    crate::node_loss::sweep(ctx, cluster).await;
 
     let classes: BTreeSet<String> = cluster
         .spec

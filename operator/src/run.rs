@@ -125,6 +125,8 @@ pub async fn run(client: Client, opts: Options) -> anyhow_free::Result<()> {
                     .collect::<Vec<_>>()
             },
         )
+        // A deleted Node: release what it held (node_loss); the sweep also runs on every pass.
+        .reconcile_all_on(crate::node_loss::node_deletions(client.clone()))
         .graceful_shutdown_on(shutdown_signal())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
