@@ -46,6 +46,13 @@ pub const VG_MANAGER_CLUSTER_RULES: &[Rule] = &[
         MODIFY,
     ),
     Rule(&["storage.k8s.io"], &["csidrivers"], READ),
+    // Raw-device classes: the node offers its disks as PVs and cleans and deletes released ones
+    // (patch records a failed cleanup's reason on the PV).
+    Rule(
+        &[""],
+        &["persistentvolumes"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
     EVENTS,
 ];
 
@@ -148,6 +155,15 @@ pub const OPERATOR_OWN_CLUSTER_RULES: &[Rule] = &[
         ALL,
     ),
     Rule(&[""], &["persistentvolumeclaims", "nodes"], READ),
+    // Node loss (node_loss): mark and release the volumes of removed nodes and, with the
+    // LVMCluster's opt-in, delete them with their claims and PVs.
+    Rule(
+        &["topolvm.io"],
+        &["logicalvolumes"],
+        &["list", "patch", "delete"],
+    ),
+    Rule(&[""], &["persistentvolumeclaims"], &["delete"]),
+    Rule(&[""], &["persistentvolumes"], &["list", "delete"]),
     // OpenShift: the vg-manager SCC (resources::scc).
     Rule(
         &["security.openshift.io"],
@@ -165,7 +181,12 @@ pub const OPERATOR_OWN_NAMESPACE_RULES: &[Rule] = &[
         &["get", "update", "patch"],
     ),
     Rule(&["lvm.topolvm.io"], &["lvmvolumegroups"], ALL),
-    Rule(&["lvm.topolvm.io"], &["lvmvolumegroupnodestatuses"], READ),
+    // delete: the report of a removed node (node_loss).
+    Rule(
+        &["lvm.topolvm.io"],
+        &["lvmvolumegroupnodestatuses"],
+        &["get", "list", "watch", "delete"],
+    ),
     Rule(&["apps"], &["daemonsets", "deployments"], ALL),
     Rule(&[""], &["serviceaccounts"], ALL),
     Rule(
@@ -394,11 +415,15 @@ mod tests {
         for rule in vg {
             let res = rule.resources.unwrap();
             assert!(
-                !res.iter().any(|x| x == "secrets"
-                    || x == "persistentvolumeclaims"
-                    || x == "persistentvolumes"),
+                !res.iter()
+                    .any(|x| x == "secrets" || x == "persistentvolumeclaims"),
                 "{res:?}"
             );
+            // PVs only for raw-device classes: its node's own, never rewritten whole.
+            if res.iter().any(|x| x == "persistentvolumes") {
+                assert_eq!(res, ["persistentvolumes"]);
+                assert!(!rule.verbs.iter().any(|v| v == "update" || v == "*"));
+            }
         }
     }
 }
