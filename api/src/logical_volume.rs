@@ -52,6 +52,55 @@ pub struct LogicalVolumeSpec {
     /// `ro` for a snapshot, `rw` for a clone (only with `source`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub access_type: String,
+    /// lvms-rs: how a thick volume is laid out over the volume group's physical volumes (from
+    /// the PVC's `lvms.topolvm.io/layout` annotation or the StorageClass); absent = linear.
+    /// Unknown to TopoLVM, which ignores it; immutable, as an LV keeps the layout it was made
+    /// with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "layout is immutable"}]))]
+    pub layout: Option<VolumeLayout>,
+}
+
+/// The layout of a thick logical volume.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeLayout {
+    #[serde(rename = "type")]
+    pub layout_type: LayoutType,
+    /// Striped only: over how many physical volumes; absent = every PV of the volume group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 128))]
+    pub stripes: Option<i32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LayoutType {
+    /// One PV after another (lvm2's default).
+    Linear,
+    /// Data striped over several PVs (`lvcreate --stripes`): throughput, no redundancy.
+    Striped,
+    /// raid1 with one extra copy on another PV (`lvcreate --type raid1 --mirrors 1`).
+    Mirror,
+}
+
+impl LayoutType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Linear => "linear",
+            Self::Striped => "striped",
+            Self::Mirror => "mirror",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "linear" => Some(Self::Linear),
+            "striped" => Some(Self::Striped),
+            "mirror" => Some(Self::Mirror),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

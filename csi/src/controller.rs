@@ -6,12 +6,15 @@
 //! identical calls) finds the object the first call made and waits on it. Waits end at the
 //! caller's gRPC deadline with DeadlineExceeded, which the sidecars retry.
 //!
-//! [`decide`] holds the pure decisions and `store` the API calls; `create` does CreateVolume and
-//! CreateSnapshot, `existing` the RPCs on volumes that exist; this file ties them to gRPC.
+//! [`decide`] and [`layout`] hold the pure decisions and `store` the API calls; `claim` reads a
+//! volume's PVC and records refusals on it; `create` does CreateVolume and CreateSnapshot,
+//! `existing` the RPCs on volumes that exist; this file ties them to gRPC.
 
+mod claim;
 mod create;
 pub mod decide;
 mod existing;
+pub mod layout;
 mod store;
 
 use std::future::Future;

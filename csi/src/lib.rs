@@ -4,6 +4,7 @@
 //! and mounts, so it lives in the node agent (`vg-manager`).
 
 pub mod controller;
+pub mod fs_options;
 pub mod identity;
 pub mod socket;
 pub mod volume;
@@ -16,3 +17,17 @@ pub mod pb {
 
 pub use controller::{ControllerService, Error as ControllerError, serve as serve_controller};
 pub use lvms_api::names::{CSI_DRIVER_NAME, DEVICE_CLASS_PARAMETER, TOPOLOGY_NODE_KEY};
+
+/// StorageClass parameter (and PVC annotation, which wins) choosing a thick volume's layout:
+/// `linear`, `striped` or `mirror`.
+pub const LAYOUT_KEY: &str = "lvms.topolvm.io/layout";
+/// PVC annotation (or StorageClass parameter) with the stripe count of a striped volume.
+pub const STRIPES_KEY: &str = "lvms.topolvm.io/stripes";
+/// metal-stack csi-lvm's PVC annotation for the same choice, honoured for claims moved from it.
+pub const CSI_LVM_TYPE_ANNOTATION: &str = "csi-lvm.metal-stack.io/type";
+/// StorageClass parameter with extra mkfs options; the same key carries them to the node in
+/// the volume context.
+pub const MKFS_OPTIONS_KEY: &str = "lvms.topolvm.io/mkfs-options";
+/// What csi-provisioner's `--extra-create-metadata` adds to CreateVolume's parameters.
+pub const PVC_NAME_PARAMETER: &str = "csi.storage.k8s.io/pvc/name";
+pub const PVC_NAMESPACE_PARAMETER: &str = "csi.storage.k8s.io/pvc/namespace";

@@ -43,7 +43,7 @@ async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
 }
 
 /// The node agent's part, simulated: every 10 ms, answer new LogicalVolumes (a failure for
-/// names starting with `fail-`, nothing while `hold` is set for names starting with `hold-`),
+/// names starting with `fail-`, an InvalidArgument for `refuse-`, nothing while `hold` is set for names starting with `hold-`),
 /// grow the ones whose spec.size grew (a failure for names starting with `growfail-`), and
 /// release the finalizer of the ones being deleted.
 async fn node_agent(client: Client, hold: Arc<AtomicBool>) {
@@ -78,7 +78,9 @@ async fn node_agent(client: Client, hold: Arc<AtomicBool>) {
             if answered || held {
                 continue;
             }
-            let patch = if lv.spec.name.starts_with("fail-") {
+            let patch = if lv.spec.name.starts_with("refuse-") {
+                json!({"code": 3, "message": format!("simulated: the mirror layout needs 2 physical volumes, volume group {} on {} has 1", lv.spec.device_class, lv.spec.node_name)})
+            } else if lv.spec.name.starts_with("fail-") {
                 json!({"code": 8, "message": format!("simulated: no room on {}", lv.spec.node_name)})
             } else if lv.spec.name.starts_with("growfail-") && have.is_some() {
                 json!({"code": 8, "message": "simulated: no room to grow"})
@@ -913,5 +915,283 @@ async fn a_deadline_ends_the_wait_and_a_retry_resumes_it() {
     let v = h.create(volume("hold-1", None, None)).await.unwrap();
     assert_eq!(v.volume_id, lv.uid().unwrap());
     assert_eq!(h.lvs().len(), 1);
+    h.stop().await;
+}
+
+const PVCS: &str = "api/v1/persistentvolumeclaims";
+const EVENTS: &str = "api/v1/events";
+
+/// A PVC `app/<name>` with `annotations`.
+fn seed_claim(api: &ApiDouble, name: &str, annotations: Value) {
+    api.seed(
+        PVCS,
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": "app", "annotations": annotations}}),
+    );
+}
+
+/// `volume(...)` as csi-provisioner sends it with `--extra-create-metadata` for PVC `app/<claim>`,
+/// plus StorageClass parameters `extra`.
+fn for_claim(
+    name: &str,
+    class: &str,
+    bytes: i64,
+    claim: &str,
+    extra: &[(&str, &str)],
+) -> pb::CreateVolumeRequest {
+    let mut req = volume(name, Some(class), Some(bytes));
+    req.parameters
+        .insert(csi::PVC_NAME_PARAMETER.into(), claim.into());
+    req.parameters
+        .insert(csi::PVC_NAMESPACE_PARAMETER.into(), "app".into());
+    for (k, v) in extra {
+        req.parameters.insert(k.to_string(), v.to_string());
+    }
+    req
+}
+
+/// The messages of the Warning Events on PVC `app/<claim>`.
+fn claim_events(api: &ApiDouble, claim: &str) -> Vec<String> {
+    api.list(EVENTS)
+        .into_iter()
+        .filter(|e| {
+            e["involvedObject"]["name"] == claim
+                && e["involvedObject"]["kind"] == "PersistentVolumeClaim"
+        })
+        .inspect(|e| {
+            assert_eq!(e["type"], "Warning");
+            assert_eq!(e["reason"], "VolumeOptionsRefused");
+            assert!(
+                e["involvedObject"]["uid"].is_string(),
+                "kubectl describe finds events by uid"
+            );
+        })
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn layout_of(h: &Harness, name: &str) -> Option<(String, Option<i64>)> {
+    let v = serde_json::to_value(h.lv_named(name).unwrap().spec.layout?).unwrap();
+    Some((v["type"].as_str().unwrap().into(), v["stripes"].as_i64()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layouts_come_from_the_claim_then_csi_lvm_then_the_class() {
+    let h = Harness::new().await;
+    seed_claim(
+        &h.api,
+        "fast",
+        json!({"lvms.topolvm.io/layout": "striped", "lvms.topolvm.io/stripes": "2"}),
+    );
+    seed_claim(
+        &h.api,
+        "moved",
+        json!({"csi-lvm.metal-stack.io/type": "mirror"}),
+    );
+    seed_claim(&h.api, "plain", json!({}));
+    let sc_mirror = [("lvms.topolvm.io/layout", "mirror")];
+    h.create(for_claim("pvc-fast", "thick", GIB, "fast", &sc_mirror))
+        .await
+        .unwrap();
+    assert_eq!(
+        layout_of(&h, "pvc-fast"),
+        Some(("striped".into(), Some(2))),
+        "the claim's own annotation wins"
+    );
+    h.create(for_claim("pvc-moved", "thick", GIB, "moved", &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        layout_of(&h, "pvc-moved"),
+        Some(("mirror".into(), None)),
+        "csi-lvm's annotation"
+    );
+    h.create(for_claim("pvc-plain", "thick", GIB, "plain", &sc_mirror))
+        .await
+        .unwrap();
+    assert_eq!(
+        layout_of(&h, "pvc-plain"),
+        Some(("mirror".into(), None)),
+        "the class's default"
+    );
+    h.create(for_claim("pvc-linear", "thick", GIB, "plain", &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        layout_of(&h, "pvc-linear"),
+        None,
+        "linear is written as TopoLVM writes it"
+    );
+    let raw = h
+        .api
+        .list(LVS)
+        .into_iter()
+        .find(|v| v["spec"]["name"] == "pvc-linear")
+        .unwrap();
+    assert!(raw["spec"].get("layout").is_none(), "{raw}");
+    // A repeat of a made volume answers the same, whatever the annotations say now.
+    h.api.patch(
+        PVCS,
+        Some("app"),
+        "fast",
+        json!({"metadata": {"annotations": {"lvms.topolvm.io/layout": "mirror"}}}),
+    );
+    h.create(for_claim("pvc-fast", "thick", GIB, "fast", &sc_mirror))
+        .await
+        .unwrap();
+    assert_eq!(layout_of(&h, "pvc-fast"), Some(("striped".into(), Some(2))));
+    assert!(claim_events(&h.api, "fast").is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layouts_the_class_or_the_node_cannot_make_are_refused_on_the_claim() {
+    let h = Harness::new().await;
+    seed_claim(
+        &h.api,
+        "striped",
+        json!({"lvms.topolvm.io/layout": "striped"}),
+    );
+    let r = h
+        .create(for_claim("pvc-thin", "thin", GIB, "striped", &[]))
+        .await;
+    expect_code(
+        r,
+        Code::InvalidArgument,
+        "PVC app/striped annotation lvms.topolvm.io/layout: the striped layout needs a thick device class, and thin is thin",
+    );
+    assert!(h.lv_named("pvc-thin").is_none(), "nothing was made");
+    let events = claim_events(&h.api, "striped");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].contains("needs a thick device class"),
+        "{events:?}"
+    );
+    // The provisioner retries: still one Event.
+    let _ = h
+        .create(for_claim("pvc-thin", "thin", GIB, "striped", &[]))
+        .await;
+    assert_eq!(claim_events(&h.api, "striped").len(), 1);
+
+    seed_claim(&h.api, "typo", json!({"lvms.topolvm.io/layout": "raid5"}));
+    expect_code(
+        h.create(for_claim("pvc-typo", "thick", GIB, "typo", &[]))
+            .await,
+        Code::InvalidArgument,
+        "\"raid5\" is not a layout",
+    );
+
+    // The node knows its physical volumes: its refusal is the RPC's answer and an Event.
+    seed_claim(&h.api, "onepv", json!({"lvms.topolvm.io/layout": "mirror"}));
+    expect_code(
+        h.create(for_claim("refuse-1", "thick", GIB, "onepv", &[]))
+            .await,
+        Code::InvalidArgument,
+        "the mirror layout needs 2 physical volumes",
+    );
+    h.gone("refuse-1").await;
+    let events = claim_events(&h.api, "onepv");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].contains("needs 2 physical volumes, volume group thick on"),
+        "{events:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_needs_twice_its_size_free() {
+    let h = Harness::new().await;
+    seed_claim(&h.api, "m", json!({"lvms.topolvm.io/layout": "mirror"}));
+    // Thick: node-a has 5 GiB free, node-b 1 GiB. A 3 GiB mirror takes 6 GiB and metadata.
+    let mut req = for_claim("pvc-m3", "thick", 3 * GIB, "m", &[]);
+    req.accessibility_requirements = Some(TopologyRequirement {
+        requisite: vec![topo("node-a")],
+        preferred: vec![],
+    });
+    expect_code(
+        h.create(req.clone()).await,
+        Code::ResourceExhausted,
+        "thick (as a mirror volume)",
+    );
+    req.name = "pvc-m2".into();
+    req.capacity_range = Some(range(2 * GIB, 0));
+    let v = h.create(req).await.unwrap();
+    assert_eq!(node_of(&v), "node-a");
+    // A StorageClass of mirrors: GetCapacity says what a mirror can hold.
+    let mut ctl = h.ctl.clone();
+    let cap = |layout: Option<&str>| pb::GetCapacityRequest {
+        parameters: [(csi::DEVICE_CLASS_PARAMETER.to_string(), "thick".to_string())]
+            .into_iter()
+            .chain(layout.map(|l| ("lvms.topolvm.io/layout".to_string(), l.to_string())))
+            .collect(),
+        accessible_topology: Some(topo("node-a")),
+        ..Default::default()
+    };
+    let mirror = ctl
+        .get_capacity(cap(Some("mirror")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mirror.available_capacity, 5 * GIB / 2 - 4 * MIB);
+    let striped = ctl
+        .get_capacity(cap(Some("striped")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(striped.available_capacity, 5 * GIB);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mkfs_and_mount_options_are_checked_and_reach_the_node() {
+    let h = Harness::new().await;
+    seed_claim(&h.api, "fs", json!({}));
+    let mkfs = ("lvms.topolvm.io/mkfs-options", "-i size=512  -m reflink=1");
+    let mut req = for_claim("pvc-fs", "thin", GIB, "fs", &[mkfs]);
+    if let Some(AccessType::Mount(m)) = &mut req.volume_capabilities[0].access_type {
+        m.mount_flags = vec!["noatime".into(), "nodiratime,discard".into()];
+    }
+    let v = h.create(req.clone()).await.unwrap();
+    assert_eq!(
+        v.volume_context
+            .get("lvms.topolvm.io/mkfs-options")
+            .map(String::as_str),
+        Some("-i size=512 -m reflink=1"),
+        "the PV's volumeAttributes carry them to NodePublishVolume"
+    );
+    assert_eq!(
+        h.create(req).await.unwrap().volume_context,
+        v.volume_context,
+        "a repeat answers the same"
+    );
+
+    let bad = for_claim(
+        "pvc-bad",
+        "thin",
+        GIB,
+        "fs",
+        &[("lvms.topolvm.io/mkfs-options", "-i size=512 -p /etc/passwd")],
+    );
+    expect_code(
+        h.create(bad).await,
+        Code::InvalidArgument,
+        "parameters[lvms.topolvm.io/mkfs-options]: mkfs.xfs option \"/etc/passwd\": paths are not allowed",
+    );
+    let mut exec = for_claim("pvc-exec", "thin", GIB, "fs", &[]);
+    if let Some(AccessType::Mount(m)) = &mut exec.volume_capabilities[0].access_type {
+        m.mount_flags = vec!["noatime,exec".into()];
+    }
+    expect_code(
+        h.create(exec).await,
+        Code::InvalidArgument,
+        "volume_capabilities[0].mount.mount_flags (mountOptions): xfs mount option \"exec\": widens privilege",
+    );
+    assert!(h.lv_named("pvc-bad").is_none() && h.lv_named("pvc-exec").is_none());
+    assert_eq!(claim_events(&h.api, "fs").len(), 2);
+    // A block volume is never formatted: the class's mkfs options do not stop it.
+    let mut blk = for_claim("pvc-blk", "thin", GIB, "fs", &[mkfs]);
+    blk.volume_capabilities = vec![block()];
+    assert!(h.create(blk).await.unwrap().volume_context.is_empty());
     h.stop().await;
 }

@@ -47,20 +47,19 @@ pub fn signature(runner: &dyn Runner, device: &str) -> Result<Option<String>, Er
 }
 
 pub fn mkfs(runner: &dyn Runner, fs: Filesystem, device: &str) -> Result<(), Error> {
-    let (prog, args): (&str, Vec<String>) = match fs {
-        // -K: do not discard (thin volumes are already zeroed, discards are slow on big pools).
-        Filesystem::Xfs => ("mkfs.xfs", vec!["-q".into(), "-K".into(), device.into()]),
-        Filesystem::Ext4 => (
-            "mkfs.ext4",
-            vec![
-                "-q".into(),
-                "-F".into(),
-                "-E".into(),
-                "nodiscard".into(),
-                device.into(),
-            ],
-        ),
-    };
+    mkfs_with_options(runner, fs, device, &[])
+}
+
+/// mkfs with a StorageClass's extra options, already checked by
+/// [`crate::fs_options::mkfs_options`] (argv words: no shell). The command line is
+/// [`crate::fs_options::mkfs_argv`]'s: our options (quiet, no discard), then these.
+pub fn mkfs_with_options(
+    runner: &dyn Runner,
+    fs: Filesystem,
+    device: &str,
+    extra: &[String],
+) -> Result<(), Error> {
+    let (prog, args) = crate::fs_options::mkfs_argv(fs, device, extra);
     runner.run(prog, &args).map(drop)
 }
 

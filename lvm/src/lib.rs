@@ -8,6 +8,7 @@ pub mod dm;
 pub mod eligibility;
 pub mod error;
 pub mod fs;
+pub mod fs_options;
 pub mod lsblk;
 pub mod mount;
 pub mod report;

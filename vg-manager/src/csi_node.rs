@@ -214,6 +214,18 @@ impl Node for NodeService {
             Some(AccessType::Mount(m)) => m.mount_flags.clone(),
             _ => vec![],
         };
+        // The controller checked these at CreateVolume; a PV's mount options and attributes can
+        // be edited since, and this is what reaches mount and mkfs.
+        let mkfs_options = match &usage {
+            Usage::Filesystem(name) => {
+                let fs = lvm::fs::Filesystem::parse(name).ok_or_else(|| {
+                    Status::invalid_argument(format!("volume_capability.mount.fs_type {name:?}"))
+                })?;
+                csi::fs_options::check_mount_flags(&flags, fs, "volume_capability")?;
+                csi::fs_options::mkfs_words(&r.volume_context, fs, "volume_context")?
+            }
+            Usage::Block => vec![],
+        };
         let busy = self.begin(id)?;
         let (_, lv) = self
             .find(id, false)
@@ -225,6 +237,7 @@ impl Node for NodeService {
             target,
             usage,
             flags,
+            mkfs_options,
             readonly: r.readonly,
         };
         let activated = blocking(move || {

@@ -3,13 +3,20 @@
 //! behind the `topolvm.io/logicalvolume` finalizer, and report `status.volumeID` (the LV name,
 //! which is the object's UID), `currentSize`, or a gRPC code and message. Idempotent: the LV is
 //! found by name on every call, so a crash between steps is finished by the next call.
+//!
+//! A plain thick class's volume may have its own layout (`spec.layout`: striped or mirror, from
+//! its PVC); [`layout`] decides whether this node's volume group can make it.
+
+pub mod layout;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
 use crate::agent::set_finalizers;
 use crate::reports::Reports;
+use layout::Shape;
 use lvm::{Layout, Lvm, Report};
+use lvms_api::logical_volume::LayoutType;
 use lvms_api::names::LOGICAL_VOLUME_FINALIZER;
 use lvms_api::{LVMVolumeGroup, LogicalVolume, RAIDType, RaidLayout, quantity_bytes};
 use serde_json::{Value, json};
@@ -39,8 +46,10 @@ pub enum Action {
     Create {
         thin_pool: Option<String>,
         size: u64,
-        /// RAID classes: the layout of the new volume.
+        /// RAID classes, or a mirror asked for by `spec.layout`: the layout of the new volume.
         raid: Option<RaidLayout>,
+        /// Striped over this many physical volumes (`spec.layout` striped).
+        stripes: Option<u32>,
     },
     Snapshot {
         origin: String,
@@ -149,6 +158,45 @@ pub fn decide(
                     ),
                 };
             }
+            if let Some(l) = lv
+                .spec
+                .layout
+                .filter(|l| l.layout_type != LayoutType::Linear)
+                && (class.spec.thin_pool_config.is_some() || class.spec.raid_config.is_some())
+            {
+                // The controller refuses this; an object written by hand gets the same answer.
+                return Action::Fail {
+                    code: code::INVALID_ARGUMENT,
+                    message: format!(
+                        "spec.layout {}: device class {vg} is {}, and only plain thick classes take a per-volume layout",
+                        l.layout_type.as_str(),
+                        if class.spec.thin_pool_config.is_some() {
+                            "thin"
+                        } else {
+                            "a RAID class"
+                        }
+                    ),
+                };
+            }
+            let shape = match layout::shape(lv.spec.layout.as_ref(), report, vg, node, size) {
+                Ok(s) => s,
+                Err((code, message)) => return Action::Fail { code, message },
+            };
+            if shape != Shape::Linear {
+                // The layout's own check counted the room on each physical volume it needs.
+                return Action::Create {
+                    thin_pool: None,
+                    size,
+                    raid: match shape {
+                        Shape::Mirror(m) => Some(m),
+                        _ => None,
+                    },
+                    stripes: match shape {
+                        Shape::Striped(n) => Some(n),
+                        _ => None,
+                    },
+                };
+            }
             let available = crate::capacity::usage(report, vg, &class.spec)
                 .map(|u| u.available())
                 .unwrap_or(0);
@@ -168,6 +216,7 @@ pub fn decide(
                     .raid_config
                     .as_ref()
                     .map(|r| crate::capacity::raid_layout(report, vg, r)),
+                stripes: None,
             }
         }
     }
@@ -188,7 +237,8 @@ pub fn execute(lvm: &Lvm, lv: &LogicalVolume, action: &Action) -> Result<(), (u3
             thin_pool: None,
             size,
             raid,
-        } => lvm.create_thick_lv(vg, &name, *size, layout(raid.as_ref()), &tags),
+            stripes,
+        } => lvm.create_thick_lv(vg, &name, *size, lvm_layout(raid.as_ref(), *stripes), &tags),
         Action::Snapshot { origin } => lvm.create_thin_snapshot(vg, origin, &name, &tags),
         Action::Extend { size } => lvm.extend(vg, &name, *size),
         Action::Remove => match lvm.remove(vg, &name) {
@@ -211,10 +261,17 @@ pub fn execute(lvm: &Lvm, lv: &LogicalVolume, action: &Action) -> Result<(), (u3
     })
 }
 
-/// The lvm2 layout of a new thick volume: linear, or the class's RAID level.
-fn layout(raid: Option<&RaidLayout>) -> Layout {
+/// The lvm2 layout of a new thick volume: linear, striped, or a RAID level (the class's, or a
+/// mirror the volume asked for).
+fn lvm_layout(raid: Option<&RaidLayout>, stripes: Option<u32>) -> Layout {
     let Some(r) = raid else {
-        return Layout::Linear;
+        return match stripes {
+            Some(n) => Layout::Striped {
+                stripes: n,
+                stripe_size: layout::STRIPE_SIZE,
+            },
+            None => Layout::Linear,
+        };
     };
     Layout::Raid {
         level: r.raid_type.as_str(),
@@ -244,7 +301,11 @@ pub fn record(report: &mut Report, lv: &LogicalVolume, action: &Action) -> bool 
     // from: read LVM again rather than guess how lvm2 placed them.
     let raid = |report: &Report| report.lv(vg_name, &name).is_some_and(|l| l.is_raid());
     match action {
-        Action::Create { raid: Some(_), .. } => false,
+        // Striped and RAID volumes take extents from several PVs: read LVM again.
+        Action::Create { raid: Some(_), .. }
+        | Action::Create {
+            stripes: Some(_), ..
+        } => false,
         Action::Extend { .. } | Action::Remove if raid(report) => false,
         Action::Create {
             thin_pool, size, ..
@@ -513,6 +574,7 @@ mod tests {
                 thin_pool: Some("pool".into()),
                 size: 1024,
                 raid: None,
+                stripes: None,
             }
         );
         let a = decide(&lv("1Gi", ""), "node-a", Some(&class(false)), &report(&[]));
@@ -522,6 +584,7 @@ mod tests {
                 thin_pool: None,
                 size: 1 << 30,
                 raid: None,
+                stripes: None,
             }
         );
         assert_eq!(
@@ -647,6 +710,7 @@ mod tests {
             thin_pool: None,
             size: 1024,
             raid: None,
+            stripes: None,
         };
         assert!(record(&mut r, &thick, &create));
         let made = r.lv("vg1", "uid-1").unwrap().clone();
@@ -692,6 +756,96 @@ mod tests {
         );
         r.vgs[0].extent_size = 0;
         assert!(!record(&mut r, &thick, &create), "no extent size, no guess");
+    }
+
+    #[test]
+    fn a_volume_layout_is_decided_on_the_node_s_physical_volumes() {
+        use lvm::report::PhysicalVolume;
+        use lvms_api::logical_volume::VolumeLayout;
+        let with = |t: LayoutType, stripes: Option<i32>| {
+            let mut l = lv("1Gi", "");
+            l.spec.layout = Some(VolumeLayout {
+                layout_type: t,
+                stripes,
+            });
+            l
+        };
+        let mut r = report(&[]);
+        r.vgs[0].extent_size = 4 << 20;
+        let pv = |n: &str| PhysicalVolume {
+            name: n.into(),
+            vg_name: "vg1".into(),
+            free: 5 << 30,
+            ..Default::default()
+        };
+        r.pvs = vec![pv("/dev/vda")];
+        let thick = class(false);
+        match decide(&with(LayoutType::Mirror, None), "node-a", Some(&thick), &r) {
+            Action::Fail { code, message } => {
+                assert_eq!(code, code::INVALID_ARGUMENT);
+                assert!(message.contains("needs 2 physical volumes"), "{message}");
+            }
+            a => panic!("{a:?}"),
+        }
+        r.pvs.push(pv("/dev/vdb"));
+        assert_eq!(
+            decide(&with(LayoutType::Mirror, None), "node-a", Some(&thick), &r),
+            Action::Create {
+                thin_pool: None,
+                size: 1 << 30,
+                raid: Some(layout::MIRROR),
+                stripes: None,
+            }
+        );
+        assert_eq!(
+            decide(&with(LayoutType::Striped, None), "node-a", Some(&thick), &r),
+            Action::Create {
+                thin_pool: None,
+                size: 1 << 30,
+                raid: None,
+                stripes: Some(2),
+            }
+        );
+        assert_eq!(
+            lvm_layout(None, Some(2)),
+            Layout::Striped {
+                stripes: 2,
+                stripe_size: 64 << 10
+            }
+        );
+        assert!(matches!(
+            lvm_layout(Some(&layout::MIRROR), None),
+            Layout::Raid {
+                level: "raid1",
+                mirrors: Some(1),
+                stripes: None,
+                ..
+            }
+        ));
+        assert_eq!(
+            decide(&with(LayoutType::Linear, None), "node-a", Some(&thick), &r),
+            decide(&lv("1Gi", ""), "node-a", Some(&thick), &r),
+            "linear is the default"
+        );
+        match decide(
+            &with(LayoutType::Striped, None),
+            "node-a",
+            Some(&class(true)),
+            &r,
+        ) {
+            Action::Fail { code, message } => {
+                assert_eq!(code, code::INVALID_ARGUMENT);
+                assert!(message.contains("device class vg1 is thin"), "{message}");
+            }
+            a => panic!("{a:?}"),
+        }
+        // Several PVs take the extents: the next decision reads LVM again.
+        let create = decide(&with(LayoutType::Striped, None), "node-a", Some(&thick), &r);
+        assert!(!record(
+            &mut r.clone(),
+            &with(LayoutType::Striped, None),
+            &create
+        ));
     }
 
     #[test]

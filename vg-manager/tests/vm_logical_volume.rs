@@ -59,6 +59,7 @@ async fn logical_volumes_on_real_lvm() {
             thin_pool: Some("pool".into()),
             size: 100 << 20,
             raid: None,
+            stripes: None,
         }
     );
     let lv = get(&api, "pvc-1");

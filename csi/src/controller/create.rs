@@ -3,17 +3,21 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use lvms_api::names::LOGICAL_VOLUME_FINALIZER;
 use lvms_api::{LogicalVolume, LogicalVolumeSpec};
 use tokio::time::Instant;
-use tonic::Status;
+use tonic::{Code, Status};
 use tracing::{info, warn};
 
+use super::claim::claim_key;
 use super::decide::{self, Reuse, Wanted};
+use super::layout::{self, Claim};
 use super::store::Waited;
 use super::{ControllerService, bytes_i64, class_parameter, node_topology};
+use crate::fs_options;
 use crate::pb::volume_content_source::Type as Source;
 use crate::pb::{self, CapacityRange, VolumeContentSource};
 use crate::volume::{self, Usage};
@@ -66,7 +70,8 @@ impl ControllerService {
     }
 
     /// The LogicalVolume a CreateVolume asks for, when none exists yet: placement from the
-    /// source for a snapshot restore or clone, else from node capacity.
+    /// source for a snapshot restore or clone, else from node capacity as the layout counts it
+    /// (a mirror takes twice its size). `pvc` is the claim, when the provisioner named one.
     async fn plan_volume(
         &self,
         req: &pb::CreateVolumeRequest,
@@ -74,9 +79,17 @@ impl ControllerService {
         named_class: Option<&str>,
         source: Option<(&str, &str)>,
         requisite: &[String],
+        pvc: Option<&PersistentVolumeClaim>,
     ) -> Result<LogicalVolume, Status> {
         let name = decide::object_name(&req.name);
         let range = req.capacity_range.as_ref();
+        let no_annotations = Default::default();
+        let claim = pvc.map(|p| Claim {
+            namespace: p.metadata.namespace.as_deref().unwrap_or_default(),
+            name: p.metadata.name.as_deref().unwrap_or_default(),
+            annotations: p.metadata.annotations.as_ref().unwrap_or(&no_annotations),
+        });
+        let asked = layout::requested(&req.parameters, claim)?;
         if let Some((field, id)) = source {
             let src = self
                 .store
@@ -84,27 +97,77 @@ impl ControllerService {
                 .await?
                 .ok_or_else(|| Status::not_found(format!("{field}: volume {id} not found")))?;
             let vg = self.store.class(&src.spec.device_class).await?;
+            if let Some(vg) = &vg {
+                layout::for_class(asked.as_ref(), vg)?;
+            }
             let p = decide::place_from_source(&src, vg.as_ref(), named_class, requisite, field)?;
             let size = decide::size_from_source(range, usage, p.source_size)?;
             return Ok(new_lv(&name, &req.name, p.node, p.class, size, id, "rw"));
         }
-        let class = self.store.resolve_class(named_class).await?.name_any();
+        let class = self.store.resolve_class(named_class).await?;
+        let chosen = layout::for_class(asked.as_ref(), &class)?;
+        let class = class.name_any();
         let size = volume::size_for(range, usage)?;
-        let free = self.store.capacities(&class).await?;
+        let free = layout::usable(&self.store.capacities(&class).await?, chosen.as_ref());
+        let shown = match &chosen {
+            Some(l) => format!("{class} (as a {} volume)", l.layout_type.as_str()),
+            None => class.clone(),
+        };
         let node =
-            decide::choose_node(req.accessibility_requirements.as_ref(), &free, size, &class)?;
-        Ok(new_lv(&name, &req.name, node, class, size, "", ""))
+            decide::choose_node(req.accessibility_requirements.as_ref(), &free, size, &shown)?;
+        let mut lv = new_lv(&name, &req.name, node, class, size, "", "");
+        lv.spec.layout = chosen;
+        Ok(lv)
     }
 
+    /// The claim of a request, if the provisioner named one and it still exists.
+    async fn claim_of(
+        &self,
+        req: &pb::CreateVolumeRequest,
+    ) -> Result<Option<PersistentVolumeClaim>, Status> {
+        match claim_key(&req.parameters) {
+            Some((ns, name)) => self.store.claim(ns, name).await,
+            None => Ok(None),
+        }
+    }
+
+    /// CreateVolume. A refusal of the volume's options (InvalidArgument: its layout, mkfs or
+    /// mount options, here or on the node) is also recorded as an Event on the claim.
     pub(super) async fn provision(
         &self,
         req: pb::CreateVolumeRequest,
         deadline: Instant,
     ) -> Result<pb::Volume, Status> {
+        let mut pvc = None;
+        let result = self.provision_for(&req, deadline, &mut pvc).await;
+        if let Err(status) = &result
+            && status.code() == Code::InvalidArgument
+        {
+            let pvc = match pvc {
+                Some(p) => p,
+                None => self.claim_of(&req).await.ok().flatten(),
+            };
+            if let Some(p) = pvc {
+                self.store.warn_claim(&p, status.message()).await;
+            }
+        }
+        result
+    }
+
+    /// CreateVolume's work; `pvc` receives the claim once it has been read.
+    async fn provision_for(
+        &self,
+        req: &pb::CreateVolumeRequest,
+        deadline: Instant,
+        pvc: &mut Option<Option<PersistentVolumeClaim>>,
+    ) -> Result<pb::Volume, Status> {
         if req.name.is_empty() {
             return Err(Status::invalid_argument("name is required"));
         }
         let usage = volume::check_all(&req.volume_capabilities, "volume_capabilities")?;
+        // From the request alone, so a repeat gets the same context.
+        let volume_context =
+            fs_options::volume_context(&req.parameters, &req.volume_capabilities, &usage)?;
         let (required, limit) = range_bytes(req.capacity_range.as_ref())?;
         let named_class = class_parameter(&req.parameters);
         let source = content_source(req.volume_content_source.as_ref())?;
@@ -113,12 +176,15 @@ impl ControllerService {
             .as_ref()
             .map(|r| decide::nodes_of(&r.requisite))
             .unwrap_or_default();
-        // A repeat finds its object first: its answer must not depend on today's free space.
+        // A repeat finds its object first: its answer must not depend on today's free space,
+        // nor on annotations changed since (the layout is the object's, as it was made).
         let lv = match self.store.get(&decide::object_name(&req.name)).await? {
             Some(existing) => existing,
             None => {
+                let claim = self.claim_of(req).await?;
+                let claim = pvc.insert(claim).as_ref();
                 let new = self
-                    .plan_volume(&req, &usage, named_class, source, &requisite)
+                    .plan_volume(req, &usage, named_class, source, &requisite, claim)
                     .await?;
                 self.create_or_get(new).await?
             }
@@ -136,8 +202,8 @@ impl ControllerService {
         Ok(pb::Volume {
             capacity_bytes: bytes_i64(decide::current_size(&ready).unwrap_or(0)),
             volume_id: decide::volume_id(&ready),
-            volume_context: Default::default(),
-            content_source: req.volume_content_source,
+            volume_context,
+            content_source: req.volume_content_source.clone(),
             accessible_topology: vec![node_topology(&ready.spec.node_name)],
         })
     }
@@ -226,6 +292,7 @@ fn new_lv(
             lvcreate_option_class: String::new(),
             source: source.to_string(),
             access_type: access_type.to_string(),
+            layout: None,
         },
     );
     lv.metadata.finalizers = Some(vec![LOGICAL_VOLUME_FINALIZER.to_string()]);

@@ -6,9 +6,9 @@ use tokio::time::Instant;
 use tonic::Status;
 use tracing::info;
 
-use super::decide;
 use super::store::Waited;
 use super::{ControllerService, bytes_i64, class_parameter};
+use super::{decide, layout};
 use crate::DEVICE_CLASS_PARAMETER;
 use crate::pb;
 use crate::volume::{self, Usage};
@@ -85,13 +85,21 @@ impl ControllerService {
     }
 
     /// (available bytes, largest volume): for one node both are its free space; for the whole
-    /// cluster the sum and the largest single node's, as a volume cannot span nodes.
+    /// cluster the sum and the largest single node's, as a volume cannot span nodes. A class
+    /// whose StorageClass makes mirrors counts what a mirror can hold (half, less metadata), so
+    /// the scheduler does not send a claim to a node that cannot make it.
     pub(super) async fn capacity(&self, req: pb::GetCapacityRequest) -> Result<(u64, u64), Status> {
-        let class = self
+        let vg = self
             .store
             .resolve_class(class_parameter(&req.parameters))
-            .await?
-            .name_any();
+            .await?;
+        // The StorageClass's layout only: the claim's annotations are not known here. A layout
+        // the class cannot take fails every CreateVolume; capacity stays the class's own.
+        let layout = layout::requested(&req.parameters, None)
+            .ok()
+            .flatten()
+            .and_then(|r| layout::for_class(Some(&r), &vg).ok().flatten());
+        let class = vg.name_any();
         // Capabilities we cannot serve have no capacity at all.
         if req
             .volume_capabilities
@@ -100,7 +108,7 @@ impl ControllerService {
         {
             return Ok((0, 0));
         }
-        let free = self.store.capacities(&class).await?;
+        let free = layout::usable(&self.store.capacities(&class).await?, layout.as_ref());
         let topology = req
             .accessible_topology
             .as_ref()

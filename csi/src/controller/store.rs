@@ -39,7 +39,7 @@ const MAX_POLL_WATCHED: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
+    pub(super) client: Client,
     namespace: String,
     /// Set once the API has answered a list of device classes: what Probe reports.
     ready: Arc<AtomicBool>,
@@ -76,7 +76,7 @@ fn newer(a: &LogicalVolume, b: &LogicalVolume) -> bool {
 
 /// A kube error as the status an RPC returns: the API being unreachable or overloaded is
 /// transient (Unavailable: the sidecar retries); anything else is ours (Internal).
-fn api_error(what: &str, e: kube::Error) -> Status {
+pub(super) fn api_error(what: &str, e: kube::Error) -> Status {
     match &e {
         kube::Error::Api(s) if s.code != 429 && s.code < 500 => {
             Status::internal(format!("{what}: {e}"))

@@ -19,6 +19,9 @@ pub struct Publish {
     pub target: String,
     pub usage: Usage,
     pub flags: Vec<String>,
+    /// Extra mkfs words from the volume context (the StorageClass's
+    /// `lvms.topolvm.io/mkfs-options`), already checked against the allow-list.
+    pub mkfs_options: Vec<String>,
     pub readonly: bool,
 }
 
@@ -193,8 +196,22 @@ fn publish_filesystem(
     {
         None => {
             info!(volume = %id, fs = requested, "making a filesystem on first use");
-            lvm::fs::mkfs(r, requested_fs, &dev.path)
-                .map_err(|e| internal(format!("making {requested} on {}", dev.path), e))?;
+            lvm::fs::mkfs_with_options(r, requested_fs, &dev.path, &p.mkfs_options).map_err(
+                |e| {
+                    // The error reaches the pod's events (kubelet's FailedMount): name the
+                    // class's options, the likely cause when mkfs refuses a value.
+                    let with = if p.mkfs_options.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " with the StorageClass's {} {:?}",
+                            csi::MKFS_OPTIONS_KEY,
+                            p.mkfs_options.join(" ")
+                        )
+                    };
+                    internal(format!("making {requested} on {}{with}", dev.path), e)
+                },
+            )?;
             made = true;
             requested_fs
         }
@@ -230,8 +247,16 @@ fn publish_filesystem(
         // A snapshot or clone has its origin's UUID and must mount beside it.
         options.push("nouuid".into());
     }
-    mount::mount(r, &dev.path, t, Some(fs.as_str()), &options)
-        .map_err(|e| internal(format!("mounting {} on {t}", dev.path), e))?;
+    mount::mount(r, &dev.path, t, Some(fs.as_str()), &options).map_err(|e| {
+        internal(
+            format!(
+                "mounting {} on {t} with options {:?}",
+                dev.path,
+                options.join(",")
+            ),
+            e,
+        )
+    })?;
     if bind_ro && let Err(e) = mount::remount_read_only(r, t) {
         let _ = mount::umount(r, t);
         return Err(internal(format!("making {t} read-only"), e));

@@ -443,3 +443,50 @@ fn filesystem_sizes_from_their_tools() {
     assert_eq!(dumpe2fs_size(ext4), Some(1 << 30));
     assert_eq!(dumpe2fs_size("Block count: x\nBlock size: 4096\n"), None);
 }
+
+#[tokio::test]
+async fn filesystem_options_are_checked_again_before_anything_runs() {
+    let (fake, svc) = service(vec![]);
+    let cap = |flags: &[&str]| {
+        Some(VolumeCapability {
+            access_type: Some(volume_capability::AccessType::Mount(MountVolume {
+                fs_type: "xfs".into(),
+                mount_flags: flags.iter().map(|f| f.to_string()).collect(),
+                ..Default::default()
+            })),
+            access_mode: Some(volume_capability::AccessMode {
+                mode: AccessMode::SingleNodeWriter as i32,
+            }),
+        })
+    };
+    // A PV edited after provisioning: a privilege-widening mount option.
+    let e = svc
+        .node_publish_volume(publish("v", "/t", cap(&["noatime", "suid"])))
+        .await
+        .unwrap_err();
+    invalid(
+        e,
+        "volume_capability.mount.mount_flags (mountOptions): xfs mount option \"suid\": widens privilege",
+    );
+    // ... or volume attributes with an option off the allow-list.
+    let mut req = publish("v", "/t", cap(&["noatime"]));
+    req.get_mut().volume_context = [(
+        csi::MKFS_OPTIONS_KEY.to_string(),
+        "-i size=512 -f".to_string(),
+    )]
+    .into();
+    let e = svc.node_publish_volume(req).await.unwrap_err();
+    invalid(
+        e,
+        "volume_context[lvms.topolvm.io/mkfs-options]: mkfs.xfs option \"-f\"",
+    );
+    assert!(fake.calls.lock().unwrap().is_empty(), "nothing ran");
+    // Checked options pass on to the volume lookup (which finds nothing here).
+    let mut req = publish("v", "/t", cap(&["noatime"]));
+    req.get_mut().volume_context =
+        [(csi::MKFS_OPTIONS_KEY.to_string(), "-i size=512".to_string())].into();
+    assert_eq!(
+        svc.node_publish_volume(req).await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
