@@ -371,8 +371,11 @@ impl Agent {
                         .entry(name.clone())
                         .or_default()
                         .extend(targets.iter().cloned());
-                    self.record_wiped(&statuses_api, existing.is_some(), &wiped)
-                        .await?;
+                    self.status_annotation(
+                        WIPED_ANNOTATION,
+                        serde_json::to_string(&wiped).expect("serializes"),
+                    )
+                    .await?;
                     // The holders to remove first come from a scan made now, not a cached one.
                     let devices = self.snapshot().await?.devices;
                     self.blocking(move |_, runner| wipe(runner, &devices, &targets))
@@ -557,21 +560,22 @@ impl Agent {
         Ok(())
     }
 
-    async fn record_wiped(
-        &self,
-        api: &Api<LVMVolumeGroupNodeStatus>,
-        exists: bool,
-        wiped: &BTreeMap<String, BTreeSet<String>>,
-    ) -> Result<(), Error> {
-        let value = serde_json::to_string(wiped).expect("serializes");
-        if !exists {
-            self.create_status(api, LVMVolumeGroupNodeStatusSpec::default())
-                .await?;
+    /// Writes one annotation of this node's status object, creating the object if need be.
+    pub(crate) async fn status_annotation(&self, key: &str, value: String) -> Result<(), Error> {
+        let api: Api<LVMVolumeGroupNodeStatus> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        if api
+            .get_opt(&self.node)
+            .await
+            .map_err(kube_err("reading this node's status"))?
+            .is_none()
+        {
+            self.create_status(&api, Default::default()).await?;
         }
-        let patch = json!({"metadata": {"annotations": {WIPED_ANNOTATION: value}}});
+        let patch = json!({"metadata": {"annotations": {key: value}}});
         api.patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(kube_err("recording wiped devices"))?;
+            .map_err(kube_err("recording on this node's status"))?;
         Ok(())
     }
 

@@ -86,6 +86,23 @@ pub fn discovery_policy(
     }
 }
 
+/// The selector's `paths` and `optionalPaths`, and the required ones that do not resolve.
+pub fn selector_paths<'a>(
+    spec: &'a LVMVolumeGroupSpec,
+    resolve: &dyn Fn(&str) -> Option<String>,
+) -> (Vec<&'a String>, Vec<&'a String>, Vec<&'a str>) {
+    let sel = spec.device_selector.as_ref();
+    let list = |l: Option<&'a Vec<String>>| l.into_iter().flatten().collect::<Vec<_>>();
+    let required = list(sel.and_then(|s| s.paths.as_ref()));
+    let optional = list(sel.and_then(|s| s.optional_paths.as_ref()));
+    let missing = required
+        .iter()
+        .filter(|p| resolve(p).is_none())
+        .map(|p| p.as_str())
+        .collect();
+    (required, optional, missing)
+}
+
 fn failed(name: &str, reason: String, excluded: Vec<ExcludedDevice>) -> Plan {
     Plan {
         steps: vec![],
@@ -143,22 +160,7 @@ fn plan_devices(
     }
 
     // Which devices the selector names, resolved; missing required ones fail the class.
-    let sel = spec.device_selector.as_ref();
-    let required: Vec<&String> = sel
-        .and_then(|s| s.paths.as_ref())
-        .into_iter()
-        .flatten()
-        .collect();
-    let optional: Vec<&String> = sel
-        .and_then(|s| s.optional_paths.as_ref())
-        .into_iter()
-        .flatten()
-        .collect();
-    let missing: Vec<&str> = required
-        .iter()
-        .filter(|p| (node.resolve)(p).is_none())
-        .map(|p| p.as_str())
-        .collect();
+    let (required, optional, missing) = selector_paths(spec, node.resolve);
     // A required path of a volume group that misses a member is that member (a pulled disk): the
     // class is degraded, not failed, and its remaining devices stay in use.
     let member_missing = vg.is_some_and(|v| v.missing_pv_count > 0);

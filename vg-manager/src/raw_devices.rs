@@ -155,22 +155,7 @@ pub fn plan(i: &Inputs) -> RawPlan {
     }
 
     // The selector, resolved as for a volume group.
-    let sel = i.spec.device_selector.as_ref();
-    let required: Vec<&String> = sel
-        .and_then(|s| s.paths.as_ref())
-        .into_iter()
-        .flatten()
-        .collect();
-    let optional: Vec<&String> = sel
-        .and_then(|s| s.optional_paths.as_ref())
-        .into_iter()
-        .flatten()
-        .collect();
-    let missing: Vec<&str> = required
-        .iter()
-        .filter(|p| (i.resolve)(p).is_none())
-        .map(|p| p.as_str())
-        .collect();
+    let (required, optional, missing) = crate::plan::selector_paths(i.spec, i.resolve);
     if !missing.is_empty() {
         problems.push(format!(
             "required device paths do not exist on this node: {}",
@@ -418,7 +403,7 @@ pub fn clean(runner: &dyn Runner, c: &Cleanup, how: RawCleanup) -> Result<String
     }
     let done = if how == RawCleanup::Discard && can_discard(&c.device) {
         runner
-            .run("blkdiscard", &[c.device.clone()])
+            .run("blkdiscard", std::slice::from_ref(&c.device))
             .map_err(|e| format!("discarding {}: {e}", c.device))?;
         format!("discarded {}", c.device)
     } else {

@@ -70,25 +70,6 @@ impl Agent {
         }
     }
 
-    /// Writes one annotation of this node's status object, creating the object if need be.
-    async fn status_annotation(&self, key: &str, value: String) -> Result<(), Error> {
-        let api: Api<LVMVolumeGroupNodeStatus> =
-            Api::namespaced(self.client.clone(), &self.namespace);
-        if api
-            .get_opt(&self.node)
-            .await
-            .map_err(kube_err("reading this node's status"))?
-            .is_none()
-        {
-            self.create_status(&api, Default::default()).await?;
-        }
-        let patch = json!({"metadata": {"annotations": {key: value}}});
-        api.patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(kube_err("recording on this node's status"))?;
-        Ok(())
-    }
-
     /// Cleans released PVs (then deletes them), or records why it could not. Returns how many
     /// failed and whether any disk was touched.
     async fn clean_released(
