@@ -132,9 +132,12 @@ fn programs_run(dir: &str) -> BTreeSet<String> {
                     }
                 }
                 // Programs chosen first and run through a variable (`runner.run(prog, ...)`).
-                for lit in src.split('"').skip(1).step_by(2) {
-                    if lit.starts_with("mkfs.") && !lit.contains(' ') {
-                        out.insert(lit.to_string());
+                // Found by their opening quote, not by quote parity: a char literal '"' elsewhere
+                // in the file (an option parser's) would shift every pairing.
+                for (i, _) in src.match_indices("\"mkfs.") {
+                    let lit: String = src[i + 1..].chars().take_while(|c| *c != '"').collect();
+                    if !lit.contains(' ') {
+                        out.insert(lit);
                     }
                 }
                 if src.contains("\"nsenter\"") {
