@@ -117,4 +117,9 @@ pub struct LogicalVolumeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "quantity_schema")]
     pub current_size: Option<Quantity>,
+    /// lvms-rs: the last mkfs or mount failure of NodePublishVolume on the node, in the words of
+    /// the command that failed; cleared by the next successful publish. Written by the node
+    /// service only: `code` and `message` stay the agent's (a non-zero code fails the create).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub publish_error: String,
 }

@@ -31,3 +31,11 @@ pub const MKFS_OPTIONS_KEY: &str = "lvms.topolvm.io/mkfs-options";
 /// What csi-provisioner's `--extra-create-metadata` adds to CreateVolume's parameters.
 pub const PVC_NAME_PARAMETER: &str = "csi.storage.k8s.io/pvc/name";
 pub const PVC_NAMESPACE_PARAMETER: &str = "csi.storage.k8s.io/pvc/namespace";
+pub const PV_NAME_PARAMETER: &str = "csi.storage.k8s.io/pv/name";
+/// Volume context keys naming the volume's PVC and PV (from the extra metadata above), so the
+/// node can tell the claim (an Event) why mkfs or mount failed. Volumes created before them
+/// carry none.
+pub const PVC_NAME_CONTEXT_KEY: &str = "lvms.topolvm.io/pvc-name";
+pub const PVC_NAMESPACE_CONTEXT_KEY: &str = "lvms.topolvm.io/pvc-namespace";
+/// The PV's claimRef holds the claim's UID, which `kubectl describe pvc` finds Events by.
+pub const PV_NAME_CONTEXT_KEY: &str = "lvms.topolvm.io/pv-name";

@@ -1192,6 +1192,36 @@ async fn mkfs_and_mount_options_are_checked_and_reach_the_node() {
     // A block volume is never formatted: the class's mkfs options do not stop it.
     let mut blk = for_claim("pvc-blk", "thin", GIB, "fs", &[mkfs]);
     blk.volume_capabilities = vec![block()];
-    assert!(h.create(blk).await.unwrap().volume_context.is_empty());
+    let blk_context = h.create(blk).await.unwrap().volume_context;
+    assert!(
+        !blk_context.contains_key("lvms.topolvm.io/mkfs-options"),
+        "{blk_context:?}"
+    );
+    h.stop().await;
+}
+
+/// The node tells the claim why mkfs or mount failed: it learns the claim (and the PV, whose
+/// claimRef holds the claim's UID) from the volume context, filled from csi-provisioner's
+/// `--extra-create-metadata`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_volume_context_names_the_claim_and_pv() {
+    let h = Harness::new().await;
+    seed_claim(&h.api, "named", json!({}));
+    let mut req = for_claim("pvc-named", "thin", GIB, "named", &[]);
+    req.parameters
+        .insert(csi::PV_NAME_PARAMETER.into(), "pvc-named".into());
+    let v = h.create(req.clone()).await.unwrap();
+    let ctx = |k: &str| v.volume_context.get(k).map(String::as_str);
+    assert_eq!(ctx("lvms.topolvm.io/pvc-name"), Some("named"));
+    assert_eq!(ctx("lvms.topolvm.io/pvc-namespace"), Some("app"));
+    assert_eq!(ctx("lvms.topolvm.io/pv-name"), Some("pvc-named"));
+    assert_eq!(
+        h.create(req).await.unwrap().volume_context,
+        v.volume_context,
+        "a repeat answers the same"
+    );
+    // Without the extra metadata there is no claim to name.
+    let plain = h.create(volume("pvc-plain", Some("thin"), Some(GIB))).await;
+    assert!(plain.unwrap().volume_context.is_empty());
     h.stop().await;
 }

@@ -11,6 +11,7 @@
 
 mod host;
 mod ops;
+mod record;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +36,7 @@ use crate::reports::Reports;
 use host::Host;
 
 pub use ops::condition;
+pub use record::Kube;
 
 pub struct NodeService {
     node: String,
@@ -42,6 +44,9 @@ pub struct NodeService {
     host: Host,
     /// Volume IDs with a publish, unpublish or expand under way.
     busy: Arc<Mutex<HashSet<String>>>,
+    /// Where mkfs and mount failures are recorded (the LogicalVolume, the claim); None in tests
+    /// and tools that run the service without a cluster.
+    kube: Option<Kube>,
 }
 
 /// Marks a volume busy until dropped. It travels into the blocking task, so a call kubelet gave
@@ -74,7 +79,14 @@ impl NodeService {
             reports,
             host: Host { runner, mode },
             busy: Arc::default(),
+            kube: None,
         }
+    }
+
+    /// Records mkfs and mount failures on the cluster too (see [`Kube`]).
+    pub fn with_kube(mut self, kube: Kube) -> Self {
+        self.kube = Some(kube);
+        self
     }
 
     /// The capabilities NodeGetCapabilities answers. No STAGE_UNSTAGE_VOLUME: publish mounts the
@@ -240,16 +252,30 @@ impl Node for NodeService {
             mkfs_options,
             readonly: r.readonly,
         };
-        let activated = blocking(move || {
+        let outcome = blocking(move || {
             let _busy = busy;
-            ops::publish(&host, &p)
+            Ok(ops::publish(&host, &p))
         })
         .await?;
-        if activated {
-            // The report says the LV was inactive: read LVM again next time.
-            self.reports.invalidate().await;
+        match outcome {
+            Ok(activated) => {
+                if activated {
+                    // The report says the LV was inactive: read LVM again next time.
+                    self.reports.invalidate().await;
+                }
+                if let Some(k) = &self.kube {
+                    k.succeeded(id).await;
+                }
+                Ok(Response::new(pb::NodePublishVolumeResponse {}))
+            }
+            Err(failed) => {
+                if let (Some(k), Some(step)) = (&self.kube, failed.step) {
+                    k.failed(id, &r.volume_context, step, failed.status.message())
+                        .await;
+                }
+                Err(failed.status)
+            }
         }
-        Ok(Response::new(pb::NodePublishVolumeResponse {}))
     }
 
     async fn node_unpublish_volume(

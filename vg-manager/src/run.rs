@@ -155,12 +155,19 @@ pub async fn run_with(
     // The CSI node service lives as long as the agent; if it cannot serve, the agent stops too
     // (kubelet would otherwise see a registered driver that never answers).
     let mut csi = opts.csi_socket.clone().map(|socket| {
+        // The LogicalVolume cache lets a healthy publish check for a failure to clear without
+        // a request.
         let node = NodeService::new(
             opts.node.clone(),
             reports.clone(),
             runner.clone(),
             opts.mode,
-        );
+        )
+        .with_kube(csi_node::Kube::new(
+            client.clone(),
+            volumes.clone(),
+            &opts.node,
+        ));
         tokio::spawn(async move { csi_node::serve(node, &socket, std::future::pending()).await })
     });
     watch(

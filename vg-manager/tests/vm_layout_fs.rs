@@ -19,7 +19,7 @@ use vm_test::Disk;
 
 mod support;
 
-use support::{MIB, capacity, channel, create_request, provision, sh, sockets};
+use support::{LVS, MIB, capacity, channel, create_request, provision, sh, sockets};
 
 const PVCS: &str = "api/v1/persistentvolumeclaims";
 
@@ -223,10 +223,24 @@ async fn layouts_and_filesystem_options_on_real_lvm() {
     println!("mountinfo: {line}");
 
     // mkfs refusing a value the allow-list lets through: its own words reach the caller
-    // (kubelet shows them in the pod's FailedMount event), with the class's options named.
-    let mut req = for_claim("pvc-badblock", "one", 320 * MIB, Some("xfs"), "fs");
+    // (kubelet shows them in the pod's FailedMount event), with the class's options named, and
+    // the LogicalVolume and the claim (whose UID the node reads from the PV's claimRef).
+    api.seed(
+        PVCS,
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "badblock", "namespace": "app", "uid": "uid-badblock"}}),
+    );
+    api.seed(
+        "api/v1/persistentvolumes",
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-badblock"},
+            "spec": {"claimRef": {"kind": "PersistentVolumeClaim", "namespace": "app",
+                "name": "badblock", "uid": "uid-badblock"}}}),
+    );
+    let mut req = for_claim("pvc-badblock", "one", 320 * MIB, Some("xfs"), "badblock");
     req.parameters
         .insert(csi::MKFS_OPTIONS_KEY.into(), "-b size=1000".into());
+    req.parameters
+        .insert(csi::PV_NAME_PARAMETER.into(), "pv-badblock".into());
     let bad = provision(&mut ctrl, req).await;
     let e = node
         .node_publish_volume(pb::NodePublishVolumeRequest {
@@ -243,4 +257,53 @@ async fn layouts_and_filesystem_options_on_real_lvm() {
         e.message()
     );
     println!("mkfs failure as kubelet sees it: {}", e.message());
+    let lv_of = |id: &str| {
+        api.list(LVS)
+            .into_iter()
+            .find(|o| o["status"]["volumeID"] == id)
+            .expect("the volume's LogicalVolume")
+    };
+    let status = &lv_of(&bad.volume_id)["status"];
+    // The gRPC error's words, cut to 1 KiB (mkfs.xfs appends its whole usage text).
+    let recorded = status["publishError"].as_str().unwrap();
+    let reason = "Invalid value 1000 for -b size option";
+    assert!(
+        recorded.len() <= 1024 && e.message().starts_with(recorded.trim_end_matches("...")),
+        "{status}"
+    );
+    assert!(recorded.contains(reason), "{recorded}");
+    assert_eq!(status["code"], 0, "the create did not fail: {status}");
+    let events: Vec<Value> = api
+        .list("apis/events.k8s.io/v1/events")
+        .into_iter()
+        .filter(|e| e["regarding"]["name"] == "badblock")
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["reason"], "FailedMkfs");
+    assert_eq!(events[0]["type"], "Warning");
+    assert_eq!(events[0]["regarding"]["uid"], "uid-badblock");
+    assert!(
+        events[0]["note"].as_str().unwrap().starts_with(&format!(
+            "volume {} on node node-a: making xfs",
+            bad.volume_id
+        )),
+        "{}",
+        events[0]
+    );
+    assert!(events[0]["note"].as_str().unwrap().contains(reason));
+    println!("on the PVC: {}: {}", events[0]["reason"], events[0]["note"]);
+
+    // The next successful publish clears it (here the options are left out, as if the volume
+    // had been made with a class that works).
+    let mut fixed = bad.volume_context.clone();
+    fixed.remove(csi::MKFS_OPTIONS_KEY);
+    node.node_publish_volume(pb::NodePublishVolumeRequest {
+        volume_id: bad.volume_id.clone(),
+        ..publish(&fixed, &dir.join("pods/bad"))
+    })
+    .await
+    .unwrap();
+    let status = &lv_of(&bad.volume_id)["status"];
+    assert!(status.get("publishError").is_none(), "{status}");
+    assert_eq!(status["code"], 0);
 }

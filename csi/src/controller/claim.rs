@@ -13,7 +13,10 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use super::store::{Store, api_error};
-use crate::{CSI_DRIVER_NAME, PVC_NAME_PARAMETER, PVC_NAMESPACE_PARAMETER};
+use crate::{
+    CSI_DRIVER_NAME, PV_NAME_CONTEXT_KEY, PV_NAME_PARAMETER, PVC_NAME_CONTEXT_KEY,
+    PVC_NAME_PARAMETER, PVC_NAMESPACE_CONTEXT_KEY, PVC_NAMESPACE_PARAMETER,
+};
 
 /// Reason of the Event for a layout or filesystem option the driver or the node refused.
 pub const REFUSED_REASON: &str = "VolumeOptionsRefused";
@@ -27,6 +30,23 @@ pub fn claim_key(params: &HashMap<String, String>) -> Option<(&str, &str)> {
         .filter(|s| !s.is_empty())?;
     let name = params.get(PVC_NAME_PARAMETER).filter(|s| !s.is_empty())?;
     Some((ns, name))
+}
+
+/// The volume context entries naming the claim and PV of a CreateVolume, from the parameters
+/// `--extra-create-metadata` adds (none without it): NodePublishVolume's failures are told to
+/// the claim. From the request alone, so a repeat answers the same.
+pub fn claim_context(params: &HashMap<String, String>) -> HashMap<String, String> {
+    let Some((ns, name)) = claim_key(params) else {
+        return HashMap::new();
+    };
+    let mut context = HashMap::from([
+        (PVC_NAMESPACE_CONTEXT_KEY.to_string(), ns.to_string()),
+        (PVC_NAME_CONTEXT_KEY.to_string(), name.to_string()),
+    ]);
+    if let Some(pv) = params.get(PV_NAME_PARAMETER).filter(|s| !s.is_empty()) {
+        context.insert(PV_NAME_CONTEXT_KEY.to_string(), pv.clone());
+    }
+    context
 }
 
 /// 64-bit FNV-1a, for an Event name that repeats with the same refusal.
@@ -152,6 +172,39 @@ mod tests {
         );
         assert_eq!(claim_key(&p(&[(PVC_NAME_PARAMETER, "data")])), None);
         assert_eq!(claim_key(&p(&[])), None);
+    }
+
+    #[test]
+    fn the_claim_and_pv_reach_the_volume_context() {
+        let p = |list: &[(&str, &str)]| -> HashMap<String, String> {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let all = p(&[
+            (PVC_NAME_PARAMETER, "data"),
+            (PVC_NAMESPACE_PARAMETER, "app"),
+            (PV_NAME_PARAMETER, "pvc-1234"),
+            ("other", "x"),
+        ]);
+        assert_eq!(
+            claim_context(&all),
+            p(&[
+                ("lvms.topolvm.io/pvc-name", "data"),
+                ("lvms.topolvm.io/pvc-namespace", "app"),
+                ("lvms.topolvm.io/pv-name", "pvc-1234"),
+            ]),
+            "only our own keys, never the provisioner's"
+        );
+        let no_pv = p(&[
+            (PVC_NAME_PARAMETER, "data"),
+            (PVC_NAMESPACE_PARAMETER, "app"),
+        ]);
+        assert_eq!(claim_context(&no_pv).len(), 2);
+        assert!(
+            claim_context(&p(&[(PV_NAME_PARAMETER, "pvc-1234")])).is_empty(),
+            "a PV without its claim names no one to tell"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 use tracing::{info, warn};
 
-use super::claim::claim_key;
+use super::claim::{claim_context, claim_key};
 use super::decide::{self, Reuse, Wanted};
 use super::layout::{self, Claim};
 use super::store::Waited;
@@ -166,8 +166,9 @@ impl ControllerService {
         }
         let usage = volume::check_all(&req.volume_capabilities, "volume_capabilities")?;
         // From the request alone, so a repeat gets the same context.
-        let volume_context =
+        let mut volume_context =
             fs_options::volume_context(&req.parameters, &req.volume_capabilities, &usage)?;
+        volume_context.extend(claim_context(&req.parameters));
         let (required, limit) = range_bytes(req.capacity_range.as_ref())?;
         let named_class = class_parameter(&req.parameters);
         let source = content_source(req.volume_content_source.as_ref())?;

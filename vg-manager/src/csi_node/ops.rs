@@ -10,6 +10,7 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use super::host::{Host, Kind};
+use super::record::Step;
 
 /// Mounts stacked on one target that unpublish will take off before giving up.
 const MAX_STACKED: usize = 16;
@@ -33,6 +34,29 @@ struct Device {
 
 fn internal(what: String, e: impl std::fmt::Display) -> Status {
     Status::internal(format!("{what}: {e}"))
+}
+
+/// A failed publish. `step` is set when mkfs or mount refused: those failures are also told to
+/// the LogicalVolume and the claim, since they come from the volume's options or its data; the
+/// rest (bad targets, concurrent mounts) are kubelet's business and stay in its events.
+#[derive(Debug)]
+pub struct Failed {
+    pub status: Status,
+    pub step: Option<Step>,
+}
+
+impl From<Status> for Failed {
+    fn from(status: Status) -> Self {
+        Self { status, step: None }
+    }
+}
+
+/// Marks a failure as one of `step`.
+fn at(step: Step) -> impl FnOnce(Status) -> Failed {
+    move |status| Failed {
+        status,
+        step: Some(step),
+    }
 }
 
 /// `/dev/<vg>/<lv>`, activating the LV when its node is missing (a node rebooted with the VG
@@ -103,7 +127,7 @@ fn already(same: bool, mounted_ro: bool, want_ro: bool, p: &Publish) -> Result<(
 }
 
 /// Publishes; returns whether the LV had to be activated.
-pub fn publish(host: &Host, p: &Publish) -> Result<bool, Status> {
+pub fn publish(host: &Host, p: &Publish) -> Result<bool, Failed> {
     let (dev, activated) = device(host, &p.lv, true)?;
     // `ro` among the mount flags asks for read-only as much as the readonly field does.
     let want_ro = p.readonly || p.flags.iter().any(|f| f == "ro");
@@ -114,36 +138,42 @@ pub fn publish(host: &Host, p: &Publish) -> Result<bool, Status> {
     Ok(activated)
 }
 
-fn publish_block(host: &Host, p: &Publish, dev: &Device, want_ro: bool) -> Result<(), Status> {
+fn publish_block(host: &Host, p: &Publish, dev: &Device, want_ro: bool) -> Result<(), Failed> {
     let t = &p.target;
     match host.stat(t)? {
         None => host.create_file(t)?,
         Some(s) if s.kind == Kind::Dir => {
             return Err(Status::failed_precondition(format!(
                 "target_path {t} is a directory: a block volume is published onto a file"
-            )));
+            ))
+            .into());
         }
         Some(s) => {
             let mounts = host.mounts()?;
             if let Some(m) = mount::top(&mounts, &s.real) {
                 // A bound device node: the node's own numbers say which device it is.
                 let same = s.kind == Kind::Block && s.rdev == dev.rdev;
-                return already(same, m.read_only(), want_ro, p);
+                return Ok(already(same, m.read_only(), want_ro, p)?);
             }
             if s.kind != Kind::File {
                 return Err(Status::failed_precondition(format!(
                     "target_path {t} exists and is not a regular file"
-                )));
+                ))
+                .into());
             }
         }
     }
     let r = host.runner.as_ref();
     mount::bind(r, &dev.path, t)
-        .map_err(|e| internal(format!("binding {} to {t}", dev.path), e))?;
+        .map_err(|e| internal(format!("binding {} to {t}", dev.path), e))
+        .map_err(at(Step::Mount))?;
     if want_ro && let Err(e) = mount::remount_read_only(r, t) {
         // Never leave it writable: a retry would find it mounted and call that success.
         let _ = mount::umount(r, t);
-        return Err(internal(format!("making {t} read-only"), e));
+        return Err(at(Step::Mount)(internal(
+            format!("making {t} read-only"),
+            e,
+        )));
     }
     info!(volume = %p.lv.name, target = %t, readonly = want_ro, "published the block device");
     Ok(())
@@ -155,7 +185,7 @@ fn publish_filesystem(
     dev: &Device,
     requested: &str,
     want_ro: bool,
-) -> Result<(), Status> {
+) -> Result<(), Failed> {
     let t = &p.target;
     let id = &p.lv.name;
     let mounts = host.mounts()?;
@@ -165,11 +195,17 @@ fn publish_filesystem(
         Some(s) if s.kind != Kind::Dir => {
             return Err(Status::failed_precondition(format!(
                 "target_path {t} exists and is not a directory"
-            )));
+            ))
+            .into());
         }
         Some(s) => {
             if let Some(m) = mount::top(&mounts, &s.real) {
-                return already((m.major, m.minor) == dev.rdev, m.read_only(), want_ro, p);
+                return Ok(already(
+                    (m.major, m.minor) == dev.rdev,
+                    m.read_only(),
+                    want_ro,
+                    p,
+                )?);
             }
         }
     }
@@ -181,7 +217,8 @@ fn publish_filesystem(
         return Err(Status::failed_precondition(format!(
             "volume {id} is mounted read-only at {} on this node; it cannot also be published writable",
             elsewhere.map_or("", |m| m.mount_point.as_str())
-        )));
+        ))
+        .into());
     }
     if exists.is_none() {
         host.mkdir_all(t)?;
@@ -209,7 +246,10 @@ fn publish_filesystem(
                             p.mkfs_options.join(" ")
                         )
                     };
-                    internal(format!("making {requested} on {}{with}", dev.path), e)
+                    at(Step::Mkfs)(internal(
+                        format!("making {requested} on {}{with}", dev.path),
+                        e,
+                    ))
                 },
             )?;
             made = true;
@@ -227,7 +267,8 @@ fn publish_filesystem(
                 return Err(Status::failed_precondition(format!(
                     "volume {id}: {} holds {found:?}, not a filesystem this driver mounts (xfs or ext4)",
                     dev.path
-                )));
+                ))
+                .into());
             }
         },
     };
@@ -248,18 +289,21 @@ fn publish_filesystem(
         options.push("nouuid".into());
     }
     mount::mount(r, &dev.path, t, Some(fs.as_str()), &options).map_err(|e| {
-        internal(
+        at(Step::Mount)(internal(
             format!(
                 "mounting {} on {t} with options {:?}",
                 dev.path,
                 options.join(",")
             ),
             e,
-        )
+        ))
     })?;
     if bind_ro && let Err(e) = mount::remount_read_only(r, t) {
         let _ = mount::umount(r, t);
-        return Err(internal(format!("making {t} read-only"), e));
+        return Err(at(Step::Mount)(internal(
+            format!("making {t} read-only"),
+            e,
+        )));
     }
     info!(volume = %id, target = %t, fs = fs.as_str(), readonly = want_ro, "published the filesystem");
     // The LV may have grown while nothing had it mounted; growing needs a writable mount, and

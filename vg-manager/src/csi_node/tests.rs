@@ -490,3 +490,238 @@ async fn filesystem_options_are_checked_again_before_anything_runs() {
         Code::NotFound
     );
 }
+
+const LVS: &str = "apis/topolvm.io/v1/logicalvolumes";
+const EVENTS: &str = "apis/events.k8s.io/v1/events";
+
+/// A node with volume `v` (vg1/v, major:minor fd:fff) as commands in the host's namespace see
+/// it: the target does not exist yet, the device holds no filesystem, and mkfs fails while
+/// `mkfs_fails` says so (as mkfs.xfs does for `-b size=1000`), or it holds btrfs while
+/// `foreign` says so. Everything else succeeds.
+struct NodeHost {
+    mkfs_fails: std::sync::atomic::AtomicBool,
+    foreign: std::sync::atomic::AtomicBool,
+}
+
+impl Runner for NodeHost {
+    fn run(&self, program: &str, args: &[String]) -> Result<Output, Error> {
+        let ok = |stdout: &str| {
+            Ok(Output {
+                stdout: stdout.into(),
+                stderr: String::new(),
+            })
+        };
+        let last = args.last().map_or("", String::as_str);
+        let fail = |code, stderr: &str| Error::Command {
+            command: format!("{program} {}", args.join(" ")),
+            code: Some(code),
+            stderr: stderr.into(),
+        };
+        match program {
+            "lvm" => ok(&report(vec![lv("v", "-wi-a-----", "", "", "", "")])),
+            "realpath" if last == "/dev/vg1/v" => ok("/dev/dm-4095\n"),
+            "realpath" => Err(Error::NotFound {
+                command: format!("realpath {last}"),
+                stderr: "No such file or directory".into(),
+            }),
+            "stat" if last == "/dev/vg1/v" => ok("block special file|fd|fff\n"),
+            "blkid" if self.foreign.load(std::sync::atomic::Ordering::SeqCst) => ok("btrfs\n"),
+            "blkid" => Err(fail(2, "")),
+            "mkfs.xfs" if self.mkfs_fails.load(std::sync::atomic::Ordering::SeqCst) => {
+                Err(fail(1, "illegal block size 1000\nUsage: mkfs.xfs ..."))
+            }
+            "mkdir" | "mkfs.xfs" | "mount" => ok(""),
+            _ => Err(fail(1, "unexpected in this test")),
+        }
+    }
+}
+
+fn xfs_publish(context: &[(&str, &str)]) -> Request<pb::NodePublishVolumeRequest> {
+    let mut req = publish(
+        "v",
+        "/var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/pv-1/mount",
+        Some(VolumeCapability {
+            access_type: Some(volume_capability::AccessType::Mount(MountVolume {
+                fs_type: "xfs".into(),
+                ..Default::default()
+            })),
+            access_mode: Some(volume_capability::AccessMode {
+                mode: AccessMode::SingleNodeWriter as i32,
+            }),
+        }),
+    );
+    req.get_mut().volume_context = context
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    req
+}
+
+/// Waits until the LogicalVolume cache sees `publishError` as `want` (the watch lags a write).
+async fn cached(store: &kube::runtime::reflector::Store<lvms_api::LogicalVolume>, want: &str) {
+    let seen = || {
+        store.state().iter().any(|o| {
+            o.status
+                .as_ref()
+                .is_some_and(|s| s.volume_id == "v" && s.publish_error == want)
+        })
+    };
+    for _ in 0..200 {
+        if seen() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the cache never saw publishError {want:?}");
+}
+
+/// The double with LogicalVolume `pvc-1` (volume `v`) and PV `pv-1` bound to claim app/data,
+/// a running LogicalVolume cache, and the node service recording to it.
+async fn recording_node() -> (
+    api_double::ApiDouble,
+    kube::runtime::reflector::Store<lvms_api::LogicalVolume>,
+    Arc<NodeHost>,
+    NodeService,
+) {
+    use futures::StreamExt;
+    let api = api_double::ApiDouble::new();
+    api.seed(
+        LVS,
+        json!({"apiVersion": "topolvm.io/v1", "kind": "LogicalVolume", "metadata": {"name": "pvc-1"},
+            "spec": {"name": "pvc-1", "nodeName": "node-a", "size": "1Gi"},
+            "status": {"volumeID": "v", "code": 0, "currentSize": "1Gi"}}),
+    );
+    api.seed(
+        "api/v1/persistentvolumes",
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-1"},
+            "spec": {"claimRef": {"kind": "PersistentVolumeClaim", "namespace": "app", "name": "data", "uid": "uid-claim"}}}),
+    );
+    let client = api.client();
+    let (store, writer) = kube::runtime::reflector::store();
+    let watch = kube::runtime::watcher(
+        kube::Api::<lvms_api::LogicalVolume>::all(client.clone()),
+        Default::default(),
+    );
+    tokio::spawn(kube::runtime::reflector(writer, watch).for_each(|_| async {}));
+    store.wait_until_ready().await.unwrap();
+    let node = Arc::new(NodeHost {
+        mkfs_fails: true.into(),
+        foreign: false.into(),
+    });
+    let reports = Arc::new(Reports::new(Lvm::new(node.clone())));
+    let svc = NodeService::new("node-a", reports, node.clone(), Mode::HostNamespace)
+        .with_kube(Kube::new(client, store.clone(), "node-a"));
+    (api, store, node, svc)
+}
+
+const CLAIM_CONTEXT: [(&str, &str); 4] = [
+    ("lvms.topolvm.io/pvc-name", "data"),
+    ("lvms.topolvm.io/pvc-namespace", "app"),
+    ("lvms.topolvm.io/pv-name", "pv-1"),
+    ("lvms.topolvm.io/mkfs-options", "-b size=1000"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_mkfs_is_told_to_the_logical_volume_and_the_claim_until_a_publish_succeeds() {
+    let (api, store, node, svc) = recording_node().await;
+    let e = svc
+        .node_publish_volume(xfs_publish(&CLAIM_CONTEXT))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "the gRPC answer is as before");
+    assert!(
+        e.message().contains("making xfs on /dev/vg1/v with the StorageClass's lvms.topolvm.io/mkfs-options \"-b size=1000\"")
+            && e.message().contains("illegal block size 1000"),
+        "{}",
+        e.message()
+    );
+    let lv = api.get(LVS, None, "pvc-1").unwrap();
+    assert_eq!(
+        lv["status"]["publishError"],
+        e.message(),
+        "the node's words"
+    );
+    assert_eq!(
+        (&lv["status"]["code"], &lv["status"]["currentSize"]),
+        (&json!(0), &json!("1Gi")),
+        "the agent's fields stay: a non-zero code would fail the create"
+    );
+    let events = api.list(EVENTS);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let ev = &events[0];
+    assert_eq!(ev["type"], "Warning");
+    assert_eq!(ev["reason"], "FailedMkfs");
+    assert_eq!(ev["metadata"]["namespace"], "app");
+    assert_eq!(
+        ev["regarding"],
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": "app", "name": "data", "uid": "uid-claim"}),
+        "kubectl describe pvc finds it by the claim's UID, from the PV's claimRef"
+    );
+    let note = ev["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("volume v on node node-a: ") && note.contains("illegal block size 1000"),
+        "{note}"
+    );
+
+    // Fixed (here: mkfs accepts it now); the next publish clears the field, and only it, even
+    // before the cache has seen the failure.
+    node.mkfs_fails
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    svc.node_publish_volume(xfs_publish(&CLAIM_CONTEXT))
+        .await
+        .unwrap();
+    let lv = api.get(LVS, None, "pvc-1").unwrap();
+    assert!(lv["status"].get("publishError").is_none(), "{lv}");
+    assert_eq!(lv["status"]["currentSize"], "1Gi");
+    assert_eq!(api.list(EVENTS).len(), 1, "success makes no Event");
+
+    // A healthy publish asks nothing of the API server.
+    cached(&store, "").await;
+    let before = api.requests().len();
+    svc.node_publish_volume(xfs_publish(&CLAIM_CONTEXT))
+        .await
+        .unwrap();
+    let after = api.requests();
+    assert_eq!(after.len(), before, "{:?}", &after[before..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_made_before_the_claim_keys_records_on_its_logical_volume_only() {
+    let (api, _store, _node, svc) = recording_node().await;
+    let old = [("lvms.topolvm.io/mkfs-options", "-b size=1000")];
+    let e = svc
+        .node_publish_volume(xfs_publish(&old))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    let lv = api.get(LVS, None, "pvc-1").unwrap();
+    assert_eq!(lv["status"]["publishError"], e.message());
+    assert!(api.list(EVENTS).is_empty(), "no claim to tell");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_other_than_mkfs_and_mount_are_not_recorded() {
+    let (api, _store, node, svc) = recording_node().await;
+    // Argument errors (the controller refuses these at CreateVolume) stay the RPC's answer ...
+    let mut bad = CLAIM_CONTEXT;
+    bad[3].1 = "-f";
+    let e = svc
+        .node_publish_volume(xfs_publish(&bad))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    // ... and so does data this driver will not touch: nothing mkfs or mount said.
+    node.foreign
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = svc
+        .node_publish_volume(xfs_publish(&CLAIM_CONTEXT))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let requests = api.requests();
+    assert!(
+        requests.iter().all(|r| r.starts_with("GET")),
+        "nothing written: {requests:?}"
+    );
+    assert!(api.list(EVENTS).is_empty());
+}
