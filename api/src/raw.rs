@@ -15,6 +15,11 @@ pub const ZERO_BYTES: u64 = 100 << 20;
 /// own PVs with one selector.
 pub const NODE_LABEL: &str = "lvms.topolvm.io/node";
 pub const CLASS_LABEL: &str = "lvms.topolvm.io/raw-device-class";
+/// Finalizer the node puts on each PV it creates: a PV deleted before its disk was cleaned
+/// (`kubectl delete pv`, the garbage collector after a Node re-registered with a new UID) stays
+/// until the node has cleaned the disk, so no tenant's data reaches the next PV of that disk.
+/// The operator releases it for a Node that is gone for good (node loss).
+pub const CLEANUP_FINALIZER: &str = "lvms.topolvm.io/raw-cleanup";
 /// Annotation on such a PV: the kernel device it was made from when created (diagnostics; the
 /// PV's `local.path` is the stable path).
 pub const DEVICE_ANNOTATION: &str = "lvms.topolvm.io/device";
@@ -94,6 +99,18 @@ pub fn pv_name(node: &str, device: &str) -> String {
     format!("{}-{hash:016x}", &name[..236])
 }
 
+/// The [`NODE_LABEL`] value of a node: its name, or for a name longer than a label value may be
+/// (63), its first 46 characters and a hash of the whole.
+pub fn node_label_value(node: &str) -> String {
+    if node.len() <= 63 {
+        return node.to_string();
+    }
+    let hash = node.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    format!("{}-{hash:016x}", node[..46].trim_end_matches(['-', '.']))
+}
+
 /// The rules of a device class with `rawDevices`.
 pub fn device_class_rules() -> Vec<Value> {
     vec![
@@ -101,6 +118,13 @@ pub fn device_class_rules() -> Vec<Value> {
             "rule": "!has(self.rawDevices) || (!has(self.thinPoolConfig) && !has(self.raidConfig))",
             "message": "rawDevices cannot be combined with thinPoolConfig or raidConfig: its disks are whole volumes",
             "fieldPath": ".rawDevices",
+        }),
+        // A static PV is mounted with its own mountOptions, never its StorageClass's: options
+        // there would be silently ignored.
+        json!({
+            "rule": "!has(self.rawDevices) || !has(self.storageClassOptions) || !has(self.storageClassOptions.mountOptions)",
+            "message": "storageClassOptions.mountOptions cannot be set on a rawDevices class: its PersistentVolumes are static",
+            "fieldPath": ".storageClassOptions.mountOptions",
         }),
         json!({
             "rule": "has(self.rawDevices) == has(oldSelf.rawDevices) && (!has(self.rawDevices) || self.rawDevices == oldSelf.rawDevices)",
@@ -127,5 +151,17 @@ mod tests {
         let long = pv_name(&"n".repeat(200), &"d".repeat(100));
         assert_eq!(long.len(), 253);
         assert_ne!(long, pv_name(&"n".repeat(200), &"d".repeat(101)));
+    }
+
+    #[test]
+    fn node_label_values_fit_a_label() {
+        assert_eq!(node_label_value("worker-1"), "worker-1");
+        let long = format!("{}.example.com", "a".repeat(70));
+        let v = node_label_value(&long);
+        assert!(v.len() <= 63, "{v}");
+        assert_ne!(
+            v,
+            node_label_value(&format!("{}.example.org", "a".repeat(70)))
+        );
     }
 }

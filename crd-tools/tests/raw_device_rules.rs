@@ -78,6 +78,20 @@ fn raw_devices_are_immutable_and_cannot_be_added_or_removed() {
 }
 
 #[test]
+fn raw_classes_refuse_mount_options_their_static_pvs_would_ignore() {
+    let class = set(
+        raw(json!({"volumeMode": "Filesystem"})),
+        "storageClassOptions",
+        json!({"mountOptions": ["noatime"]}),
+    );
+    assert_refused(
+        lvmcluster().create(&cluster(json!([class]))),
+        &format!("{DC0}.storageClassOptions.mountOptions"),
+        "cannot be set on a rawDevices class",
+    );
+}
+
+#[test]
 fn mount_options_are_bounded() {
     let with = |opts: Value| {
         cluster(json!([set(

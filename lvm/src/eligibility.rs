@@ -94,6 +94,10 @@ pub fn verdict(d: &BlockDevice, ctx: &Context) -> Verdict {
         }
         (fs, _) => reasons.push(format!("has a filesystem signature ({fs})")),
     }
+    // A partition table without partitions is still someone's layout (and lvm2 refuses it).
+    if !d.pttype.is_empty() && d.children.is_empty() {
+        reasons.push(format!("has a partition table ({})", d.pttype));
+    }
     if !d.children.is_empty() {
         let kinds: BTreeSet<&str> = d
             .children

@@ -7,8 +7,7 @@ use crate::error::Error;
 use crate::runner::Runner;
 
 /// The columns read. Kept in sync with [`BlockDevice`].
-pub const COLUMNS: &str =
-    "NAME,KNAME,PKNAME,MAJ:MIN,TYPE,SIZE,RO,RM,FSTYPE,PARTLABEL,STATE,MOUNTPOINTS,SERIAL,MODEL,WWN";
+pub const COLUMNS: &str = "NAME,KNAME,PKNAME,MAJ:MIN,TYPE,SIZE,RO,RM,FSTYPE,PTTYPE,PARTLABEL,STATE,MOUNTPOINTS,SERIAL,MODEL,WWN";
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct BlockDevice {
@@ -32,6 +31,9 @@ pub struct BlockDevice {
     pub rm: bool,
     #[serde(default, deserialize_with = "text")]
     pub fstype: String,
+    /// Partition table type (`gpt`, `dos`) of a disk that has one, partitions or not.
+    #[serde(default, deserialize_with = "text")]
+    pub pttype: String,
     #[serde(default, deserialize_with = "text")]
     pub partlabel: String,
     #[serde(default, deserialize_with = "text")]

@@ -72,6 +72,8 @@ pub struct Agent {
     published: std::sync::Mutex<Option<LVMVolumeGroupNodeStatusSpec>>,
     /// Events on the PersistentVolumes of raw-device classes.
     recorder: kube::runtime::events::Recorder,
+    /// This Node's uid as the pass read it: raw-device PVs are owned by it.
+    node_uid: std::sync::Mutex<String>,
 }
 
 /// What a device scan found.
@@ -138,6 +140,7 @@ impl Agent {
             devices: Default::default(),
             raid_ok: Default::default(),
             published: Default::default(),
+            node_uid: Default::default(),
         }
     }
 
@@ -328,6 +331,15 @@ impl Agent {
             None
         };
         let mut reported = Vec::new();
+        // The disks of raw-device PVs are no volume group's: a class that names one by another
+        // path must neither wipe it nor make it a physical volume.
+        let raw_taken: BTreeSet<String> = self
+            .node_pvs()
+            .await?
+            .iter()
+            .filter_map(|p| p.spec.as_ref()?.local.as_ref())
+            .filter_map(|l| resolve(&l.path))
+            .collect();
         for vg in &mine {
             let name = vg.name_any();
             if vg.spec.raw_devices.is_some() {
@@ -365,6 +377,7 @@ impl Agent {
                     .filter_map(|p| resolve(p))
                     .filter(|d| snap.report.pv(d).is_none_or(|pv| pv.vg_name != name))
                     .filter(|d| !wiped.get(&name).is_some_and(|w| w.contains(d)))
+                    .filter(|d| !raw_taken.contains(d))
                     .collect();
                 if !targets.is_empty() {
                     wiped
@@ -386,8 +399,9 @@ impl Agent {
                 }
             }
 
+            let vg_devices = without(&snap.devices, &raw_taken);
             let observed = Observed {
-                devices: &snap.devices,
+                devices: &vg_devices,
                 report: &snap.report,
                 loops: &snap.loops,
                 resolve: &resolve,
@@ -407,8 +421,9 @@ impl Agent {
                 out.changed = true;
                 match result {
                     Ok(()) => {
+                        let vg_devices = without(&snap.devices, &raw_taken);
                         let observed = Observed {
-                            devices: &snap.devices,
+                            devices: &vg_devices,
                             report: &snap.report,
                             loops: &snap.loops,
                             resolve: &resolve,
@@ -642,6 +657,15 @@ impl Agent {
             .map_err(kube_err("updating capacity annotations"))?;
         Ok(())
     }
+}
+
+/// `devices` but those in `taken` (the disks of raw-device PVs).
+fn without(devices: &[BlockDevice], taken: &BTreeSet<String>) -> Vec<BlockDevice> {
+    devices
+        .iter()
+        .filter(|d| !taken.contains(&d.name))
+        .cloned()
+        .collect()
 }
 
 /// Writes an object's finalizers, guarded by its resourceVersion so a concurrent change (another

@@ -26,16 +26,21 @@ use lvm::Runner;
 use lvm::eligibility::{Context, NOT_SELECTED, Verdict, judge};
 use lvm::lsblk::BlockDevice;
 use lvms_api::names::STORAGE_CLASS_PREFIX;
-use lvms_api::raw::{CLASS_LABEL, DEVICE_ANNOTATION, NODE_LABEL, ZERO_BYTES, pv_name};
+use lvms_api::raw::{
+    CLASS_LABEL, CLEANUP_FINALIZER, DEVICE_ANNOTATION, NODE_LABEL, ZERO_BYTES, node_label_value,
+    pv_name,
+};
 use lvms_api::{
     ExcludedDevice, LVMVolumeGroupSpec, RawCleanup, RawVolumeMode, VGStatus, VGStatusType,
 };
 
 /// Annotation on a PV whose cleanup failed: the reason, until a cleanup succeeds.
 pub const CLEANUP_FAILED_ANNOTATION: &str = "lvms.topolvm.io/cleanup-failed";
-/// Where udev puts the stable names of a disk, in order of preference: by-path first, as
-/// local-pv-provisioner does, so the PV names its users know stay the same.
-pub const STABLE_DIRS: [&str; 2] = ["/dev/disk/by-path", "/dev/disk/by-id"];
+/// Where udev puts the stable names of a disk, in order of preference. by-id first: it names the
+/// disk itself (serial, WWN), so a disk put in the slot of a removed one is not taken for it (a
+/// by-path name is the slot's: the PV of the old disk would be cleaned on the new one, or offer
+/// what the new one holds). by-path for disks without an ID.
+pub const STABLE_DIRS: [&str; 2] = ["/dev/disk/by-id", "/dev/disk/by-path"];
 
 /// What the plan needs of one of this class's PVs on this node.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,25 +51,53 @@ pub struct PvView {
     /// `status.phase`: Pending, Available, Bound, Released, Failed.
     pub phase: String,
     pub deleting: bool,
+    pub claimed: bool,
+    /// Made by this node: its name is the one this node gives its disk's path, the path is a
+    /// stable path, and it is owned by this Node. Only such a PV's disk is ever cleaned: anyone
+    /// who can label a PV must not be able to point the cleanup at a device.
+    pub trusted: bool,
+    pub uid: String,
+    pub resource_version: String,
 }
 
 impl PvView {
-    pub fn of(pv: &PersistentVolume) -> Self {
+    pub fn of(pv: &PersistentVolume, node: &str, node_uid: &str) -> Self {
+        let path = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.local.as_ref())
+            .map(|l| l.path.clone())
+            .unwrap_or_default();
+        let leaf = Path::new(&path)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stable = STABLE_DIRS
+            .iter()
+            .any(|d| Path::new(&path).parent() == Some(Path::new(d)));
+        let owned = pv.owner_references().iter().any(|o| {
+            o.kind == "Node" && o.name == node && !node_uid.is_empty() && o.uid == node_uid
+        });
         Self {
+            trusted: stable && owned && pv.name_any() == pv_name(node, &leaf),
             name: pv.name_any(),
-            path: pv
-                .spec
-                .as_ref()
-                .and_then(|s| s.local.as_ref())
-                .map(|l| l.path.clone())
-                .unwrap_or_default(),
+            path,
             phase: pv
                 .status
                 .as_ref()
                 .and_then(|s| s.phase.clone())
                 .unwrap_or_default(),
             deleting: pv.metadata.deletion_timestamp.is_some(),
+            claimed: pv.spec.as_ref().is_some_and(|s| s.claim_ref.is_some()),
+            uid: pv.uid().unwrap_or_default(),
+            resource_version: pv.resource_version().unwrap_or_default(),
         }
+    }
+
+    /// Its disk is to be cleaned: released by its claim, or being deleted while no claim holds
+    /// it (a PV deleted before cleanup waits for it behind [`CLEANUP_FINALIZER`]).
+    pub fn wants_cleanup(&self) -> bool {
+        self.trusted && (self.phase == "Released" || (self.deleting && self.phase != "Bound"))
     }
 }
 
@@ -86,8 +119,12 @@ pub struct Cleanup {
     pub pv: String,
     pub device: String,
     pub size: u64,
-    /// Where the disk is mounted now: a cleanup then would pull it from under its user.
+    /// Where the disk (or a partition of it) is mounted, and what holds it (device-mapper,
+    /// md, loop): a cleanup then would pull it from under its user.
     pub mounted: Vec<String>,
+    pub holders: Vec<String>,
+    pub uid: String,
+    pub resource_version: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -106,6 +143,8 @@ pub struct Inputs<'a> {
     /// Kernel device → its stable path (see [`stable_paths`]).
     pub stable: &'a BTreeMap<String, String>,
     pub pvs: &'a [PvView],
+    /// Devices of this node's PVs of other raw classes → "PersistentVolume X of class Y".
+    pub others: &'a BTreeMap<String, String>,
     /// Stable paths this node formatted for a PV not yet created.
     pub pending: &'a BTreeSet<String>,
     pub resolve: &'a dyn Fn(&str) -> Option<String>,
@@ -140,18 +179,36 @@ pub fn plan(i: &Inputs) -> RawPlan {
                 pv.path, pv.name
             )),
         }
-        if pv.phase == "Released"
-            && !pv.deleting
-            && let Some(d) = dev
-        {
-            let found = find(i.devices, &d);
-            out.clean.push(Cleanup {
-                pv: pv.name.clone(),
-                size: found.map_or(0, |b| b.size),
-                mounted: found.map(|b| b.mountpoints.clone()).unwrap_or_default(),
-                device: d,
-            });
+        if !pv.wants_cleanup() {
+            continue;
         }
+        let Some(d) = dev else { continue };
+        // Cleaned only as the device the last scan saw: its size, its mounts, its holders.
+        let Some(found) = find(i.devices, &d) else {
+            problems.push(format!(
+                "the disk {d} of PersistentVolume {} is not in the device scan: not cleaned",
+                pv.name
+            ));
+            continue;
+        };
+        out.clean.push(Cleanup {
+            pv: pv.name.clone(),
+            size: found.size,
+            mounted: found
+                .walk()
+                .into_iter()
+                .flat_map(|b| b.mountpoints.iter().cloned())
+                .collect(),
+            holders: found
+                .children
+                .iter()
+                .filter(|c| c.kind != "part")
+                .map(|c| c.name.clone())
+                .collect(),
+            device: d,
+            uid: pv.uid.clone(),
+            resource_version: pv.resource_version.clone(),
+        });
     }
 
     // The selector, resolved as for a volume group.
@@ -180,6 +237,17 @@ pub fn plan(i: &Inputs) -> RawPlan {
     let ours_formatted = format!("has a filesystem signature ({fstype})");
     for (dev, verdict) in judge(i.devices, &ctx) {
         if taken.contains(&dev) {
+            continue;
+        }
+        // Another raw class's PV on this node (two classes can name one disk by two paths).
+        if let Some(owner) = i.others.get(&dev) {
+            if selected.as_ref().is_some_and(|s| s.contains(&dev)) {
+                problems.push(format!("{dev} is already offered as {owner}"));
+            }
+            out.status.excluded.push(ExcludedDevice {
+                name: dev,
+                reasons: vec![format!("offered as {owner}")],
+            });
             continue;
         }
         let stable = i.stable.get(&dev);
@@ -324,12 +392,13 @@ pub fn persistent_volume(
             name: Some(new.name.clone()),
             labels: Some(
                 [
-                    (NODE_LABEL.to_string(), node_name.clone()),
+                    (NODE_LABEL.to_string(), node_label_value(&node_name)),
                     (CLASS_LABEL.to_string(), class.to_string()),
                 ]
                 .into(),
             ),
             annotations: Some([(DEVICE_ANNOTATION.to_string(), new.device.clone())].into()),
+            finalizers: Some(vec![CLEANUP_FINALIZER.to_string()]),
             owner_references: Some(vec![OwnerReference {
                 api_version: "v1".into(),
                 kind: "Node".into(),
@@ -377,9 +446,18 @@ fn can_discard(device: &str) -> bool {
         .is_some_and(|n| n > 0)
 }
 
+/// `O_EXCL` of Linux on x86_64 and aarch64 (asm-generic), the platforms the images are built for.
+const O_EXCL: i32 = 0o200;
+
 /// Writes zeros over the first `bytes` of `device` and flushes them to the disk.
 fn zero(device: &str, bytes: u64) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).open(device)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_EXCL on a block device: refused (EBUSY) while the kernel has it mounted or claimed, a
+    // last check the scan cannot race.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(O_EXCL)
+        .open(device)?;
     let buf = vec![0u8; 1 << 20];
     let mut left = bytes;
     while left > 0 {
@@ -401,24 +479,37 @@ pub fn clean(runner: &dyn Runner, c: &Cleanup, how: RawCleanup) -> Result<String
             c.mounted.join(", ")
         ));
     }
-    let done = if how == RawCleanup::Discard && can_discard(&c.device) {
+    if !c.holders.is_empty() {
+        return Err(format!(
+            "{} is held by {}: not cleaned while in use",
+            c.device,
+            c.holders.join(", ")
+        ));
+    }
+    let bytes = ZERO_BYTES.min(c.size);
+    if bytes == 0 {
+        return Err(format!("{} reports no size: not cleaned", c.device));
+    }
+    // Discarded blocks need not read back as zeros: the start is zeroed either way.
+    let discarded = how == RawCleanup::Discard && can_discard(&c.device);
+    if discarded {
         runner
             .run("blkdiscard", std::slice::from_ref(&c.device))
             .map_err(|e| format!("discarding {}: {e}", c.device))?;
-        format!("discarded {}", c.device)
-    } else {
-        let bytes = ZERO_BYTES.min(c.size.max(1));
-        zero(&c.device, bytes).map_err(|e| format!("zeroing {}: {e}", c.device))?;
-        let fallback = if how == RawCleanup::Discard {
-            " (the device cannot discard)"
-        } else {
-            ""
-        };
-        format!(
-            "zeroed the first {} MiB of {}{fallback}",
+    }
+    zero(&c.device, bytes).map_err(|e| format!("zeroing {}: {e}", c.device))?;
+    let done = match (how, discarded) {
+        (RawCleanup::Discard, true) => format!(
+            "discarded {} and zeroed its first {} MiB",
+            c.device,
+            bytes >> 20
+        ),
+        (RawCleanup::Discard, false) => format!(
+            "zeroed the first {} MiB of {} (the device cannot discard)",
             bytes >> 20,
             c.device
-        )
+        ),
+        (RawCleanup::Zero, _) => format!("zeroed the first {} MiB of {}", bytes >> 20, c.device),
     };
     runner
         .run("wipefs", &["--all".into(), c.device.clone()])
@@ -433,9 +524,18 @@ pub fn clean(runner: &dyn Runner, c: &Cleanup, how: RawCleanup) -> Result<String
 pub fn format(runner: &dyn Runner, device: &str, fstype: &str) -> Result<(), String> {
     let fs =
         lvm::fs::Filesystem::parse(fstype).ok_or_else(|| format!("unknown fstype {fstype}"))?;
-    match lvm::fs::signature(runner, device) {
-        Ok(None) => {}
-        Ok(Some(sig)) => return Err(format!("{device} is not blank (has {sig}): not formatted")),
+    // wipefs lists every signature (partition tables too), not only a filesystem's type.
+    match runner.run(
+        "wipefs",
+        &["--no-act".into(), "--noheadings".into(), device.into()],
+    ) {
+        Ok(o) if o.stdout.trim().is_empty() => {}
+        Ok(o) => {
+            return Err(format!(
+                "{device} is not blank ({}): not formatted",
+                o.stdout.trim()
+            ));
+        }
         Err(e) => return Err(format!("probing {device}: {e}")),
     }
     lvm::fs::mkfs(runner, fs, device).map_err(|e| format!("making {fstype} on {device}: {e}"))?;

@@ -138,7 +138,7 @@ async fn raw_devices_offered_cleaned_and_never_a_disk_with_data() {
         let pv = pv_of(&api, dev);
         let path = pv["spec"]["local"]["path"].as_str().unwrap();
         assert!(
-            path.starts_with("/dev/disk/by-path/"),
+            path.starts_with("/dev/disk/by-id/"),
             "a stable path: {path}"
         );
         let leaf = Path::new(path).file_name().unwrap().to_str().unwrap();
@@ -290,12 +290,31 @@ async fn raw_devices_offered_cleaned_and_never_a_disk_with_data() {
         "no signature left"
     );
 
-    // An admin deletes the Filesystem PV by hand: the disk still has our xfs, but nothing says
-    // it holds no tenant data, so it is not offered again...
+    // An admin deletes the Filesystem PV by hand after a tenant wrote to it: the cleanup
+    // finalizer holds the PV until the disk is cleaned, then it is offered again, blank.
+    let claimed_uid = pv_of(&api, fs0)["metadata"]["uid"].clone();
     sh(&["mount", fs0, mnt]);
     std::fs::write(format!("{mnt}/kept"), b"x").unwrap();
     sh(&["umount", mnt]);
+    kubectl_delete_pv(&api, &pv_f).await;
+    assert!(
+        api.get(PVS, None, &pv_f).unwrap()["metadata"]["deletionTimestamp"].is_string(),
+        "held by the cleanup finalizer"
+    );
+    agent.pass().await.unwrap();
+    let again = pv_of(&api, fs0);
+    assert_eq!(name(&again), pv_f);
+    assert_ne!(again["metadata"]["uid"], claimed_uid, "a new PV");
+    sh(&["mount", fs0, mnt]);
+    let kept = Path::new(mnt).join("kept").exists();
+    sh(&["umount", mnt]);
+    assert!(!kept, "the deleted PV's data reached the next one");
+
+    // A PV gone without its cleanup (its finalizer removed, as the operator does for a Node
+    // deleted for good): the disk has our xfs, but nothing says it holds no tenant data, so it
+    // is not offered again...
     let uuid = sh(&["blkid", "-p", "-o", "value", "-s", "UUID", fs0]);
+    api.patch(PVS, None, &pv_f, json!({"metadata": {"finalizers": null}}));
     kubectl_delete_pv(&api, &pv_f).await;
     agent.pass().await.unwrap();
     assert!(
@@ -327,13 +346,15 @@ async fn raw_devices_offered_cleaned_and_never_a_disk_with_data() {
     );
     assert!(sh(&["blkid", "-p", data]).contains("precious"));
 
-    // Deleting a class waits for its claims; then its PVs go and this node lets it go.
+    // Deleting a class waits for its claims; then its PVs go (cleaned first, behind their
+    // finalizer) and this node lets it go.
     let pv_b = name(&pv_of(&api, block0));
     bind(&api, &pv_b);
     let vgs: kube::Api<lvms_api::LVMVolumeGroup> = kube::Api::namespaced(api.client(), NS);
     for class in ["disks", "fsdisks"] {
         vgs.delete(class, &Default::default()).await.unwrap();
     }
+    agent.pass().await.unwrap();
     agent.pass().await.unwrap();
     let st = class_status(&api, "disks");
     assert_eq!(st["status"], "Failed");
@@ -364,7 +385,7 @@ async fn kubectl_delete_pv(api: &ApiDouble, pv: &str) {
     pvs.delete(pv, &Default::default()).await.unwrap();
 }
 
-/// The by-path link the agent chose for `dev` (the first by name, as in `stable_paths`).
+/// The stable link the agent chose for `dev` (the first by name, as in `stable_paths`).
 fn pv_of_path_for(dev: &str) -> String {
     vg_manager::raw_devices::stable_paths()
         .get(dev)

@@ -48,7 +48,6 @@ fn storage_class(cluster: &LVMCluster, class: &DeviceClass, discovery: &Discover
             reclaim_policy: Some(ReclaimPolicy::Retain.as_str().into()),
             volume_binding_mode: Some(VolumeBindingMode::WaitForFirstConsumer.as_str().into()),
             allow_volume_expansion: Some(false),
-            mount_options,
             ..Default::default()
         };
     }

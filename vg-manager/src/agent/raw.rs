@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
-use lvms_api::raw::{CLASS_LABEL, NODE_LABEL};
+use lvms_api::raw::{CLASS_LABEL, CLEANUP_FINALIZER, NODE_LABEL, node_label_value};
 use lvms_api::{LVMVolumeGroup, LVMVolumeGroupNodeStatus, VGStatus, VGStatusType};
 use serde_json::json;
 use tracing::{info, warn};
@@ -39,8 +39,9 @@ impl Agent {
         Api::all(self.client.clone())
     }
 
-    async fn class_pvs(&self, class: &str) -> Result<Vec<PersistentVolume>, Error> {
-        let selector = format!("{NODE_LABEL}={},{CLASS_LABEL}={class}", self.node);
+    /// Every raw-device PV of this node, all classes.
+    pub(super) async fn node_pvs(&self) -> Result<Vec<PersistentVolume>, Error> {
+        let selector = format!("{NODE_LABEL}={}", node_label_value(&self.node));
         Ok(self
             .pvs_api()
             .list(&ListParams::default().labels(&selector))
@@ -49,15 +50,16 @@ impl Agent {
             .items)
     }
 
-    async fn pv_event(&self, pv: &str, type_: EventType, reason: &str, note: &str) {
-        let reference = PersistentVolume {
-            metadata: kube::api::ObjectMeta {
-                name: Some(pv.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .object_ref(&());
+    async fn class_pvs(&self, class: &str) -> Result<Vec<PersistentVolume>, Error> {
+        Ok(self
+            .node_pvs()
+            .await?
+            .into_iter()
+            .filter(|p| p.labels().get(CLASS_LABEL).is_some_and(|c| c == class))
+            .collect())
+    }
+
+    async fn pv_event(&self, pv: &PersistentVolume, type_: EventType, reason: &str, note: &str) {
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -65,13 +67,15 @@ impl Agent {
             action: "Cleanup".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+        // The PV's own reference (uid included): `kubectl describe pv` finds events by it.
+        if let Err(e) = self.recorder.publish(&ev, &pv.object_ref(&())).await {
             warn!(%e, reason, "could not publish an event");
         }
     }
 
-    /// Cleans released PVs (then deletes them), or records why it could not. Returns how many
-    /// failed and whether any disk was touched.
+    /// Cleans the disks of released (or deleted, unclaimed) PVs, then lets each PV go: the
+    /// finalizer released, the PV deleted. Returns how many failed and whether a disk was
+    /// touched.
     async fn clean_released(
         &self,
         vg: &LVMVolumeGroup,
@@ -85,6 +89,20 @@ impl Agent {
             .unwrap_or_default();
         let (mut failed, mut touched) = (0, false);
         for c in cleanups {
+            // Read again just before: a PV re-bound (its claimRef cleared by an admin) or
+            // replaced since the list is not ours to clean any more.
+            let Some(pv) = self
+                .pvs_api()
+                .get_opt(&c.pv)
+                .await
+                .map_err(kube_err("reading a PV before its cleanup"))?
+            else {
+                continue;
+            };
+            let view = PvView::of(&pv, &self.node, &self.node_uid());
+            if view.uid != c.uid || !view.wants_cleanup() {
+                continue;
+            }
             let job = c.clone();
             let result = self
                 .blocking(move |_, runner| raw_devices::clean(runner, &job, how))
@@ -94,22 +112,18 @@ impl Agent {
                 Ok(done) => {
                     info!(pv = %c.pv, %done, "released disk cleaned");
                     self.pv_event(
-                        &c.pv,
+                        &pv,
                         EventType::Normal,
                         "Cleaned",
-                        &format!("{done}; the PV is deleted and offered again blank"),
+                        &format!("{done}; the PV is deleted and the disk offered again blank"),
                     )
                     .await;
-                    match self.pvs_api().delete(&c.pv, &DeleteParams::default()).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(s)) if s.code == 404 => {}
-                        Err(e) => return Err(Error::Kube(format!("deleting PV {}", c.pv), e)),
-                    }
+                    self.let_go(&pv).await?;
                 }
                 Err(why) => {
                     failed += 1;
-                    warn!(pv = %c.pv, %why, "cleanup failed; the PV stays Released");
-                    self.pv_event(&c.pv, EventType::Warning, "CleanupFailed", &why)
+                    warn!(pv = %c.pv, %why, "cleanup failed; the PV stays");
+                    self.pv_event(&pv, EventType::Warning, "CleanupFailed", &why)
                         .await;
                     let patch =
                         json!({"metadata": {"annotations": {CLEANUP_FAILED_ANNOTATION: why}}});
@@ -123,6 +137,52 @@ impl Agent {
         Ok((failed, touched))
     }
 
+    /// The uid a PV of this node must be owned by: the Node's, as this pass read it.
+    fn node_uid(&self) -> String {
+        self.node_uid.lock().unwrap().clone()
+    }
+
+    /// A cleaned PV goes: the cleanup finalizer released (at the version read), then the PV
+    /// deleted (this uid only). A crash in between leaves a Released PV, cleaned again next.
+    async fn let_go(&self, pv: &PersistentVolume) -> Result<(), Error> {
+        let name = pv.name_any();
+        if pv.finalizers().iter().any(|f| f == CLEANUP_FINALIZER) {
+            let rest: Vec<&String> = pv
+                .finalizers()
+                .iter()
+                .filter(|f| *f != CLEANUP_FINALIZER)
+                .collect();
+            let patch =
+                json!({"metadata": {"finalizers": rest, "resourceVersion": pv.resource_version()}});
+            match self
+                .pvs_api()
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                Err(e) => return Err(Error::Kube(format!("releasing PV {name}"), e)),
+            }
+        }
+        self.delete_pv(&name, pv.uid()).await
+    }
+
+    async fn delete_pv(&self, name: &str, uid: Option<String>) -> Result<(), Error> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid,
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match self.pvs_api().delete(name, &params).await {
+            Ok(_) => Ok(()),
+            // Gone, or replaced by a PV of another uid: nothing of ours to delete.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(Error::Kube(format!("deleting PV {name}"), e)),
+        }
+    }
+
     /// One raw-device class on this node. `None` once a deleted class is gone from the node.
     pub(super) async fn raw_class(
         &self,
@@ -133,6 +193,12 @@ impl Agent {
         wiped: &mut BTreeMap<String, BTreeSet<String>>,
     ) -> Result<(Option<VGStatus>, RawCounts), Error> {
         let class = vg.name_any();
+        let Some(node_uid) = node.uid() else {
+            return Err(Error::Lvm(
+                "this Node has no uid: its PersistentVolumes cannot be owned by it".into(),
+            ));
+        };
+        *self.node_uid.lock().unwrap() = node_uid;
         if vg.metadata.deletion_timestamp.is_some() {
             return self.raw_teardown(vg, snap).await;
         }
@@ -142,20 +208,19 @@ impl Agent {
             .and_then(|a| serde_json::from_str(a).ok())
             .unwrap_or_default();
         let mut counts = RawCounts::default();
-        let mut pvs = self.class_pvs(&class).await?;
+        let mut all = self.node_pvs().await?;
 
-        // Forced wipe of explicit paths, once per node, never of a disk that has a PV: its data
-        // belongs to a tenant now.
+        // Forced wipe of explicit paths, once per node, never of a disk that has a PV (of any
+        // class): its data belongs to a tenant. Refused while a PV's disk cannot be resolved: it
+        // might be one of the targets under another name.
         let force_wipe = vg
             .spec
             .device_selector
             .as_ref()
             .is_some_and(|s| s.force_wipe_devices_and_destroy_all_data == Some(true));
         if force_wipe {
-            let taken: BTreeSet<String> = pvs
-                .iter()
-                .filter_map(|p| resolve(&PvView::of(p).path))
-                .collect();
+            let paths: Vec<String> = all.iter().map(|p| self.view(p).path).collect();
+            let taken: BTreeSet<String> = paths.iter().filter_map(|p| resolve(p)).collect();
             let targets: Vec<String> = vg
                 .spec
                 .device_selector
@@ -165,7 +230,7 @@ impl Agent {
                 .filter(|d| !taken.contains(d))
                 .filter(|d| !wiped.get(&class).is_some_and(|w| w.contains(d)))
                 .collect();
-            if !targets.is_empty() {
+            if !targets.is_empty() && taken.len() == paths.len() {
                 wiped
                     .entry(class.clone())
                     .or_default()
@@ -184,17 +249,17 @@ impl Agent {
         }
 
         // Twice at most: a cleaned disk is offered again in the same pass.
-        let mut plan = self.raw_plan(vg, &class, snap, &pvs, &pending);
+        let mut plan = self.raw_plan(vg, &class, snap, &all, &pending);
         if !plan.clean.is_empty() {
-            // Act on a fresh view of the disks (mount points), not a cached one.
+            // Act on a fresh view of the disks (mount points, holders), not a cached one.
             *snap = self.snapshot().await?;
-            let fresh = self.raw_plan(vg, &class, snap, &pvs, &pending);
+            let fresh = self.raw_plan(vg, &class, snap, &all, &pending);
             let (failed, touched) = self.clean_released(vg, fresh.clean).await?;
             counts.errors += failed;
             if touched {
                 *snap = self.snapshot().await?;
-                pvs = self.class_pvs(&class).await?;
-                plan = self.raw_plan(vg, &class, snap, &pvs, &pending);
+                all = self.node_pvs().await?;
+                plan = self.raw_plan(vg, &class, snap, &all, &pending);
                 plan.clean.clear();
             }
         }
@@ -209,16 +274,16 @@ impl Agent {
                     .entry(class.clone())
                     .or_default()
                     .insert(new.stable_path.clone());
-                self.status_annotation(
-                    FORMATTED_ANNOTATION,
-                    serde_json::to_string(&pending).expect("serializes"),
-                )
-                .await?;
+                self.record_pending(&pending).await?;
                 let dev = new.device.clone();
                 if let Err(why) = self
                     .blocking(move |_, runner| raw_devices::format(runner, &dev, fstype))
                     .await
                 {
+                    // Not formatted (not blank after all, or mkfs failed): the record must not
+                    // make the next pass take what is on the disk for ours.
+                    forget(&mut pending, &class, &new.stable_path);
+                    self.record_pending(&pending).await?;
                     counts.errors += 1;
                     warn!(device = %new.device, %why, "not offered");
                     status.devices.retain(|d| d != &new.device);
@@ -241,27 +306,22 @@ impl Agent {
                 }
             }
             counts.available += 1;
-            if let Some(set) = pending.get_mut(&class)
-                && set.remove(&new.stable_path)
-            {
-                pending.retain(|_, s| !s.is_empty());
-                self.status_annotation(
-                    FORMATTED_ANNOTATION,
-                    serde_json::to_string(&pending).expect("serializes"),
-                )
-                .await?;
+            if forget(&mut pending, &class, &new.stable_path) {
+                self.record_pending(&pending).await?;
             }
         }
         if formatted {
             *snap = self.snapshot().await?;
         }
-        counts.available += pvs
+        counts.available += all
             .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.labels().get(CLASS_LABEL).is_some_and(|c| *c == class))
+            .map(|p| self.view(p))
             // Unclaimed and not released: Available, or about to be (a PV the PV controller has
             // not got to yet has no phase).
-            .filter(|p| p.spec.as_ref().is_none_or(|s| s.claim_ref.is_none()))
-            .filter(|p| !matches!(PvView::of(p).phase.as_str(), "Released" | "Failed"))
+            .filter(|v| {
+                !v.deleting && !v.claimed && !matches!(v.phase.as_str(), "Released" | "Failed")
+            })
             .count() as u64;
         if counts.errors > 0 && status.status == VGStatusType::Ready {
             status.status = VGStatusType::Degraded;
@@ -274,15 +334,42 @@ impl Agent {
         Ok((Some(status), counts))
     }
 
+    async fn record_pending(&self, pending: &Pending) -> Result<(), Error> {
+        self.status_annotation(
+            FORMATTED_ANNOTATION,
+            serde_json::to_string(pending).expect("serializes"),
+        )
+        .await
+    }
+
+    fn view(&self, pv: &PersistentVolume) -> PvView {
+        PvView::of(pv, &self.node, &self.node_uid())
+    }
+
+    /// The plan of `class`, from all of this node's PVs (the other classes' disks are taken).
     fn raw_plan(
         &self,
         vg: &LVMVolumeGroup,
         class: &str,
         snap: &Snapshot,
-        pvs: &[PersistentVolume],
+        all: &[PersistentVolume],
         pending: &Pending,
     ) -> raw_devices::RawPlan {
-        let views: Vec<PvView> = pvs.iter().map(PvView::of).collect();
+        let (mine, others): (Vec<&PersistentVolume>, Vec<&PersistentVolume>) = all
+            .iter()
+            .partition(|p| p.labels().get(CLASS_LABEL).is_some_and(|c| c == class));
+        let views: Vec<PvView> = mine.iter().map(|p| self.view(p)).collect();
+        let others: BTreeMap<String, String> = others
+            .iter()
+            .filter_map(|p| {
+                let v = self.view(p);
+                let owner = p.labels().get(CLASS_LABEL).cloned().unwrap_or_default();
+                Some((
+                    resolve(&v.path)?,
+                    format!("PersistentVolume {} of raw-device class {owner}", v.name),
+                ))
+            })
+            .collect();
         let stable = raw_devices::stable_paths();
         let none = BTreeSet::new();
         raw_devices::plan(&Inputs {
@@ -292,6 +379,7 @@ impl Agent {
             devices: &snap.devices,
             stable: &stable,
             pvs: &views,
+            others: &others,
             pending: pending.get(class).unwrap_or(&none),
             resolve: &resolve,
             loops: &snap.loops,
@@ -299,8 +387,9 @@ impl Agent {
         })
     }
 
-    /// The class is being deleted: unclaimed PVs go, released ones are cleaned first; a claimed
-    /// one keeps the class (and this node's finalizer) until its claim is deleted.
+    /// The class is being deleted: unclaimed PVs go (and are cleaned first, behind their
+    /// finalizer), released ones are cleaned; a claimed one keeps the class (and this node's
+    /// finalizer) until its claim is deleted.
     async fn raw_teardown(
         &self,
         vg: &LVMVolumeGroup,
@@ -311,35 +400,30 @@ impl Agent {
             return Ok((None, RawCounts::default()));
         }
         let class = vg.name_any();
-        let pvs = self.class_pvs(&class).await?;
-        let plan = self.raw_plan(vg, &class, snap, &pvs, &Pending::new());
+        let all = self.node_pvs().await?;
+        let plan = self.raw_plan(vg, &class, snap, &all, &Pending::new());
         let (failed, _) = self.clean_released(vg, plan.clean).await?;
         let mut claimed = Vec::new();
-        for pv in &pvs {
-            let view = PvView::of(pv);
-            let unclaimed = pv.spec.as_ref().is_none_or(|s| s.claim_ref.is_none());
-            if unclaimed && !view.deleting {
-                match self
-                    .pvs_api()
-                    .delete(&view.name, &DeleteParams::default())
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(Error::Kube(format!("deleting PV {}", view.name), e)),
-                }
-            } else if !unclaimed && view.phase != "Released" {
+        let mut remaining = 0;
+        for pv in self.class_pvs(&class).await? {
+            let view = self.view(&pv);
+            remaining += 1;
+            if !view.claimed && !view.deleting {
+                self.delete_pv(&view.name, Some(view.uid.clone())).await?;
+            } else if view.claimed && view.phase != "Released" {
                 claimed.push(view.name);
             }
         }
-        if !claimed.is_empty() || failed > 0 {
-            let reason = if claimed.is_empty() {
-                "a released disk could not be cleaned (see the PersistentVolume's events); the class is removed once it is".to_string()
-            } else {
+        if remaining > 0 || failed > 0 {
+            let reason = if !claimed.is_empty() {
                 format!(
                     "PersistentVolumes still claimed ({}); the class is removed once their claims are deleted",
                     claimed.join(", ")
                 )
+            } else if failed > 0 {
+                "a released disk could not be cleaned (see the PersistentVolume's events); the class is removed once it is".to_string()
+            } else {
+                format!("{remaining} PersistentVolume(s) being cleaned and deleted")
             };
             return Ok((
                 Some(VGStatus {
@@ -363,4 +447,11 @@ impl Agent {
         set_finalizers(&self.vgs_api(), vg, &f, "releasing this node's finalizer").await?;
         Ok((None, RawCounts::default()))
     }
+}
+
+/// Drops `path` from the class's record; whether it was there.
+fn forget(pending: &mut Pending, class: &str, path: &str) -> bool {
+    let had = pending.get_mut(class).is_some_and(|s| s.remove(path));
+    pending.retain(|_, s| !s.is_empty());
+    had
 }

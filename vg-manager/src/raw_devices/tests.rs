@@ -46,6 +46,7 @@ struct Case {
     spec: LVMVolumeGroupSpec,
     devices: Vec<BlockDevice>,
     pvs: Vec<PvView>,
+    others: BTreeMap<String, String>,
     pending: BTreeSet<String>,
 }
 
@@ -55,6 +56,7 @@ impl Case {
             spec,
             devices,
             pvs: vec![],
+            others: BTreeMap::new(),
             pending: BTreeSet::new(),
         }
     }
@@ -77,6 +79,7 @@ impl Case {
             devices: &self.devices,
             stable: &stable,
             pvs: &self.pvs,
+            others: &self.others,
             pending: &self.pending,
             resolve: &resolve,
             loops: &BTreeMap::new(),
@@ -91,6 +94,10 @@ fn pv(name: &str, dev: &str, phase: &str) -> PvView {
         path: format!("/dev/disk/by-path/pci-0000:00:{dev}.0"),
         phase: phase.into(),
         deleting: false,
+        claimed: phase == "Bound" || phase == "Released",
+        trusted: true,
+        uid: format!("uid-{name}"),
+        resource_version: "1".into(),
     }
 }
 
@@ -193,6 +200,9 @@ fn disks_with_pvs_are_not_judged_again_and_released_ones_are_cleaned() {
             device: "/dev/vdc".into(),
             size: 256 << 20,
             mounted: vec![],
+            holders: vec![],
+            uid: "uid-pv-c".into(),
+            resource_version: "1".into(),
         }]
     );
     assert!(
@@ -204,14 +214,90 @@ fn disks_with_pvs_are_not_judged_again_and_released_ones_are_cleaned() {
 }
 
 #[test]
-fn a_pv_being_deleted_keeps_its_disk_until_it_is_gone() {
+fn a_pv_deleted_before_its_cleanup_is_cleaned_and_keeps_its_disk() {
     let mut c = Case::new(spec(RawVolumeMode::Block, None), vec![disk("/dev/vdb", "")]);
+    // `kubectl delete pv`, or the garbage collector after the Node got a new uid: the cleanup
+    // finalizer holds it; its disk is cleaned, never offered to another PV meanwhile.
     c.pvs = vec![PvView {
         deleting: true,
-        ..pv("pv-b", "vdb", "Released")
+        ..pv("pv-b", "vdb", "Available")
+    }];
+    let p = c.run();
+    assert!(p.create.is_empty(), "{p:?}");
+    assert_eq!(p.clean.len(), 1);
+    // A deleted PV still bound waits for its claim to go.
+    c.pvs = vec![PvView {
+        deleting: true,
+        ..pv("pv-b", "vdb", "Bound")
     }];
     let p = c.run();
     assert!(p.create.is_empty() && p.clean.is_empty(), "{p:?}");
+}
+
+#[test]
+fn a_pv_this_node_did_not_make_is_never_cleaned() {
+    let mut c = Case::new(spec(RawVolumeMode::Block, None), vec![disk("/dev/vdb", "")]);
+    c.pvs = vec![PvView {
+        trusted: false,
+        ..pv("someone-elses", "vdb", "Released")
+    }];
+    let p = c.run();
+    assert!(
+        p.clean.is_empty(),
+        "labels alone do not make a PV ours: {p:?}"
+    );
+    assert!(p.create.is_empty(), "its disk is still taken");
+}
+
+#[test]
+fn another_classes_disk_is_not_offered_twice() {
+    let mut c = Case::new(
+        spec(RawVolumeMode::Filesystem, Some(vec!["/dev/vdb"])),
+        vec![disk("/dev/vdb", "")],
+    );
+    c.others = [(
+        "/dev/vdb".to_string(),
+        "PersistentVolume local-x of raw-device class disks".to_string(),
+    )]
+    .into();
+    let p = c.run();
+    assert!(p.create.is_empty(), "{p:?}");
+    assert!(
+        p.status
+            .reason
+            .contains("/dev/vdb is already offered as PersistentVolume local-x"),
+        "{}",
+        p.status.reason
+    );
+}
+
+#[test]
+fn a_released_disk_missing_from_the_scan_is_not_cleaned() {
+    let mut c = Case::new(spec(RawVolumeMode::Block, None), vec![]);
+    c.pvs = vec![pv("pv-b", "vdb", "Released")];
+    // It resolves (the link exists) but the scan does not list it: no size, no mounts known.
+    let stable = BTreeMap::new();
+    let resolve =
+        |p: &str| (p == "/dev/disk/by-path/pci-0000:00:vdb.0").then(|| "/dev/vdb".to_string());
+    let p = plan(&Inputs {
+        node: "worker-1",
+        class: "disks",
+        spec: &c.spec,
+        devices: &c.devices,
+        stable: &stable,
+        pvs: &c.pvs,
+        others: &BTreeMap::new(),
+        pending: &BTreeSet::new(),
+        resolve: &resolve,
+        loops: &BTreeMap::new(),
+        container_mounts: false,
+    });
+    assert!(p.clean.is_empty());
+    assert!(
+        p.status.reason.contains("not in the device scan"),
+        "{}",
+        p.status.reason
+    );
 }
 
 #[test]
@@ -288,7 +374,7 @@ impl Runner for NoCommands {
 }
 
 #[test]
-fn stable_paths_prefer_by_path_then_the_first_name() {
+fn stable_paths_prefer_by_id_then_the_first_name() {
     let by_path = vec![
         (
             "/dev/disk/by-path/virtio-pci-0000:00:04.0".to_string(),
@@ -309,9 +395,14 @@ fn stable_paths_prefer_by_path_then_the_first_name() {
             "/dev/vdc".to_string(),
         ),
     ];
-    let s = pick_stable(&[by_path, by_id]);
-    assert_eq!(s["/dev/vdb"], "/dev/disk/by-path/pci-0000:00:04.0");
+    let s = pick_stable(&[by_id, by_path.clone()]);
+    assert_eq!(s["/dev/vdb"], "/dev/disk/by-id/virtio-disk1");
     assert_eq!(s["/dev/vdc"], "/dev/disk/by-id/virtio-disk2");
+    let s = pick_stable(&[vec![], by_path]);
+    assert_eq!(
+        s["/dev/vdb"], "/dev/disk/by-path/pci-0000:00:04.0",
+        "by-path, sorted first"
+    );
 }
 
 #[test]
@@ -332,6 +423,24 @@ fn the_pv_is_static_local_retained_and_owned_by_the_node() {
     let v = serde_json::to_value(&pv).unwrap();
     assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "Node");
     assert_eq!(v["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    assert_eq!(
+        v["metadata"]["finalizers"],
+        serde_json::json!([CLEANUP_FINALIZER])
+    );
+    // The PV is recognised as this node's own.
+    assert!(PvView::of(&pv, "worker-1", "uid-1").trusted);
+    let mut renamed = pv.clone();
+    renamed.metadata.name = Some("local-worker-1-other".into());
+    assert!(
+        !PvView::of(&renamed, "worker-1", "uid-1").trusted,
+        "name and path disagree"
+    );
+    let ours = pv.clone();
+    assert!(PvView::of(&ours, "worker-1", "uid-1").trusted);
+    assert!(
+        !PvView::of(&ours, "worker-1", "uid-2").trusted,
+        "owned by another Node object"
+    );
     assert_eq!(v["metadata"]["labels"][NODE_LABEL], "worker-1");
     assert_eq!(v["spec"]["capacity"]["storage"], "1073741824");
     assert_eq!(v["spec"]["volumeMode"], "Filesystem");
