@@ -30,6 +30,7 @@ use kube::ResourceExt;
 use lvms_api::names::{
     CSI_DRIVER_NAME, LOGICAL_VOLUME_FINALIZER, NODE_CLEANUP_FINALIZER_PREFIX, TOPOLOGY_NODE_KEY,
 };
+use lvms_api::raw::CLEANUP_FINALIZER as RAW_CLEANUP_FINALIZER;
 use lvms_api::{LVMCluster, LVMVolumeGroup, LVMVolumeGroupNodeStatus, LogicalVolume};
 
 /// LVMCluster annotation: `"true"` lets the operator delete the volumes (and their PVCs) of
@@ -60,6 +61,8 @@ pub struct Observed<'a> {
     /// PVs and PVCs: only needed (and listed) with `delete_volumes`.
     pub pvs: &'a [PersistentVolume],
     pub pvcs: &'a [PersistentVolumeClaim],
+    /// The raw-device PVs of every node (label `lvms.topolvm.io/node`), always listed.
+    pub raw_pvs: &'a [PersistentVolume],
     pub delete_volumes: bool,
     pub grace: Duration,
     pub now: Timestamp,
@@ -108,6 +111,9 @@ pub enum Action {
         name: String,
         uid: String,
     },
+    /// Remove `lvms.topolvm.io/raw-cleanup` from a raw-device PV of the node that is being
+    /// deleted: its disk went with the node, and no agent will ever clean it.
+    ReleaseRawPv { node: String, name: String },
 }
 
 impl Action {
@@ -121,7 +127,8 @@ impl Action {
             | Action::DeleteVolume { node, .. }
             | Action::ReleaseVolume { node, .. }
             | Action::DeleteClaim { node, .. }
-            | Action::DeletePv { node, .. } => Some(node),
+            | Action::DeletePv { node, .. }
+            | Action::ReleaseRawPv { node, .. } => Some(node),
         }
     }
 }
@@ -172,6 +179,8 @@ pub fn decide(o: &Observed) -> Plan {
             resource_version: s.resource_version().unwrap_or_default(),
         });
     }
+
+    raw_pvs(o, &gone, &mut plan);
 
     for lv in o.volumes {
         let node = lv.spec.node_name.as_str();
@@ -360,6 +369,40 @@ fn is_volume(lv: &LogicalVolume, handle: &str) -> bool {
 }
 
 /// The node of a PV from its required node affinity on the TopoLVM topology key.
+/// A raw-device PV of a removed node, deleted (by the garbage collector, its owner Node being
+/// gone) and held by the agent's cleanup finalizer: released once the node is gone for the
+/// grace, measured from the deletion. A Node that re-registers within it (a new uid, so the PVs
+/// were deleted all the same) has its agent clean the disks first.
+fn raw_pvs(o: &Observed, gone: &dyn Fn(&str) -> bool, plan: &mut Plan) {
+    let grace = i64::try_from(o.grace.as_secs()).unwrap_or(i64::MAX);
+    for pv in o.raw_pvs {
+        let Some(node) = pv
+            .owner_references()
+            .iter()
+            .find(|r| r.kind == "Node")
+            .map(|r| r.name.as_str())
+            .filter(|n| gone(n))
+        else {
+            continue;
+        };
+        let Some(deleted) = &pv.metadata.deletion_timestamp else {
+            continue;
+        };
+        if !pv.finalizers().iter().any(|f| f == RAW_CLEANUP_FINALIZER) {
+            continue;
+        }
+        let elapsed = o.now.as_second().saturating_sub(deleted.0.as_second());
+        if elapsed < grace {
+            plan.soon(Duration::from_secs((grace - elapsed).unsigned_abs()));
+            continue;
+        }
+        plan.push(Action::ReleaseRawPv {
+            node: node.into(),
+            name: pv.name_any(),
+        });
+    }
+}
+
 fn pv_node(pv: &PersistentVolume) -> Option<&str> {
     let terms = &pv
         .spec

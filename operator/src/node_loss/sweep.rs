@@ -92,6 +92,12 @@ async fn sweep_inner(ctx: &Context, cluster: &LVMCluster) -> Result<Option<Durat
     } else {
         (Vec::new(), Vec::new())
     };
+    // Raw-device PVs carry their node's label: listed by it, whatever the opt-in.
+    let raw_pvs: Vec<PersistentVolume> = Api::all(c.clone())
+        .list(&ListParams::default().labels(lvms_api::raw::NODE_LABEL))
+        .await
+        .map_err(|e| format!("listing raw-device PersistentVolumes: {e}"))?
+        .items;
     let plan = decide(&Observed {
         nodes: &nodes,
         volume_groups: &vgs,
@@ -99,6 +105,7 @@ async fn sweep_inner(ctx: &Context, cluster: &LVMCluster) -> Result<Option<Durat
         volumes: &lvs,
         pvs: &pvs,
         pvcs: &pvcs,
+        raw_pvs: &raw_pvs,
         delete_volumes,
         grace: ctx.config.removed_node_grace,
         now: Timestamp::now(),
@@ -113,6 +120,7 @@ async fn sweep_inner(ctx: &Context, cluster: &LVMCluster) -> Result<Option<Durat
         vgs: vgs.into_iter().map(|v| (v.name_any(), v)).collect(),
         lvs: lvs.into_iter().map(|v| (v.name_any(), v)).collect(),
         pvcs,
+        raw_pvs: raw_pvs.into_iter().map(|v| (v.name_any(), v)).collect(),
         failed: false,
     };
     for action in &plan.actions {
@@ -151,6 +159,7 @@ struct Run<'a> {
     vgs: BTreeMap<String, LVMVolumeGroup>,
     lvs: BTreeMap<String, LogicalVolume>,
     pvcs: Vec<PersistentVolumeClaim>,
+    raw_pvs: BTreeMap<String, PersistentVolume>,
     failed: bool,
 }
 
@@ -277,6 +286,17 @@ impl Run<'_> {
                     }
                 }
                 Ok(())
+            }
+            Action::ReleaseRawPv { node, name } => {
+                let Some(pv) = self.raw_pvs.get_mut(name) else {
+                    return Ok(());
+                };
+                info!(
+                    node,
+                    pv = name,
+                    "releasing the cleanup finalizer of a removed node's raw-device PV"
+                );
+                release(&Api::all(c.clone()), pv, lvms_api::raw::CLEANUP_FINALIZER).await
             }
             Action::DeletePv { node, name, uid } => {
                 info!(

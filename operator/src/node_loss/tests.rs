@@ -118,6 +118,7 @@ struct World {
     lvs: Vec<LogicalVolume>,
     pvs: Vec<PersistentVolume>,
     pvcs: Vec<PersistentVolumeClaim>,
+    raw_pvs: Vec<PersistentVolume>,
     opt_in: bool,
     grace: u64,
 }
@@ -132,6 +133,7 @@ impl World {
             volumes: &self.lvs,
             pvs: &self.pvs,
             pvcs: &self.pvcs,
+            raw_pvs: &self.raw_pvs,
             delete_volumes: self.opt_in,
             grace: Duration::from_secs(self.grace),
             now: at(NOW),
@@ -513,4 +515,51 @@ fn the_operator_holds_what_the_cleanup_does_itself() {
             );
         }
     }
+}
+
+/// A raw-device PV of `node`, deleted `ago` seconds before NOW (None: not deleted).
+fn raw_pv(name: &str, node: &str, ago: Option<i64>) -> PersistentVolume {
+    let mut p = PersistentVolume::default();
+    p.metadata.name = Some(name.into());
+    p.metadata.finalizers = Some(vec![lvms_api::raw::CLEANUP_FINALIZER.into()]);
+    p.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: node.into(),
+            uid: format!("uid-{node}"),
+            ..Default::default()
+        },
+    ]);
+    p.metadata.deletion_timestamp = ago.map(|a| Time(at(NOW - a)));
+    p
+}
+
+#[test]
+fn a_removed_nodes_deleted_raw_pvs_are_released_after_the_grace() {
+    let w = World {
+        nodes: vec!["node-b"],
+        raw_pvs: vec![
+            raw_pv("local-a-old", "node-a", Some(400)),
+            raw_pv("local-a-new", "node-a", Some(10)),
+            raw_pv("local-a-kept", "node-a", None),
+            raw_pv("local-b-old", "node-b", Some(400)),
+        ],
+        grace: 300,
+        ..Default::default()
+    };
+    let plan = w.decide();
+    assert_eq!(
+        plan.actions,
+        [Action::ReleaseRawPv {
+            node: "node-a".into(),
+            name: "local-a-old".into()
+        }],
+        "only a deleted PV of a gone node, past the grace; never a present node's"
+    );
+    assert_eq!(
+        plan.recheck,
+        Some(Duration::from_secs(10)),
+        "the younger one is looked at again"
+    );
 }

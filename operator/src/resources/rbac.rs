@@ -163,7 +163,7 @@ pub const OPERATOR_OWN_CLUSTER_RULES: &[Rule] = &[
         &["list", "patch", "delete"],
     ),
     Rule(&[""], &["persistentvolumeclaims"], &["delete"]),
-    Rule(&[""], &["persistentvolumes"], &["list", "delete"]),
+    Rule(&[""], &["persistentvolumes"], &["list", "patch", "delete"]),
     // OpenShift: the vg-manager SCC (resources::scc).
     Rule(
         &["security.openshift.io"],
