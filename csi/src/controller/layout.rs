@@ -65,9 +65,11 @@ pub fn requested(
     let kind = on_claim(LAYOUT_KEY)
         .or_else(|| on_claim(CSI_LVM_TYPE_ANNOTATION))
         .or_else(|| in_params(LAYOUT_KEY));
-    let stripes = on_claim(STRIPES_KEY).or_else(|| in_params(STRIPES_KEY));
+    // The class's stripe count is a default for striped volumes only: a claim of the class that
+    // asks for linear or mirror is not refused for it. A claim's own count on another layout is.
+    let claim_stripes = on_claim(STRIPES_KEY);
     let Some((value, from)) = kind else {
-        return match stripes {
+        return match claim_stripes {
             Some((_, sfrom)) => Err(Status::invalid_argument(format!(
                 "{sfrom}: stripes needs the striped layout ({LAYOUT_KEY}: striped)"
             ))),
@@ -75,14 +77,18 @@ pub fn requested(
         };
     };
     let t = layout_type(value, &from)?;
-    let stripes = match stripes {
-        None => None,
-        Some(_) if t != LayoutType::Striped => {
+    let stripes = match (t, claim_stripes) {
+        (LayoutType::Striped, claim) => claim.or_else(|| in_params(STRIPES_KEY)),
+        (_, None) => None,
+        (_, Some(_)) => {
             return Err(Status::invalid_argument(format!(
                 "{from} is {}: stripes are only for the striped layout",
                 t.as_str()
             )));
         }
+    };
+    let stripes = match stripes {
+        None => None,
         Some((v, sfrom)) => match v.trim().parse::<i32>() {
             Ok(n) if (2..=MAX_STRIPES).contains(&n) => Some(n),
             _ => {
@@ -225,6 +231,16 @@ mod tests {
         let sc = params(&[(LAYOUT_KEY, "striped"), (STRIPES_KEY, "2")]);
         let r = requested(&sc, claim(&ann(&[]))).unwrap().unwrap();
         assert_eq!(r.layout.stripes, Some(2), "the class's stripe count");
+        // A claim of that class that asks for another layout is not refused for the class's
+        // count; its own count on another layout is.
+        let linear = ann(&[(LAYOUT_KEY, "mirror")]);
+        let r = requested(&sc, claim(&linear)).unwrap().unwrap();
+        assert_eq!(
+            (r.layout.layout_type, r.layout.stripes),
+            (LayoutType::Mirror, None)
+        );
+        let own = ann(&[(LAYOUT_KEY, "mirror"), (STRIPES_KEY, "2")]);
+        assert!(requested(&sc, claim(&own)).is_err());
         for (a, why) in [
             (
                 ann(&[(LAYOUT_KEY, "raid5")]),
