@@ -369,16 +369,9 @@ impl Agent {
                 .as_ref()
                 .is_some_and(|s| s.force_wipe_devices_and_destroy_all_data == Some(true))
             {
-                let targets: Vec<String> = vg
-                    .spec
-                    .device_selector
-                    .iter()
-                    .flat_map(|s| s.paths.iter().flatten())
-                    .filter_map(|p| resolve(p))
-                    .filter(|d| snap.report.pv(d).is_none_or(|pv| pv.vg_name != name))
-                    .filter(|d| !wiped.get(&name).is_some_and(|w| w.contains(d)))
-                    .filter(|d| !raw_taken.contains(d))
-                    .collect();
+                let targets = wipe_targets(vg, wiped.get(&name), |d| {
+                    snap.report.pv(d).is_none_or(|pv| pv.vg_name != name) && !raw_taken.contains(d)
+                });
                 if !targets.is_empty() {
                     wiped
                         .entry(name.clone())
@@ -657,6 +650,23 @@ impl Agent {
             .map_err(kube_err("updating capacity annotations"))?;
         Ok(())
     }
+}
+
+/// The devices that `vg`'s explicit paths resolve to, but those already wiped for it and those
+/// `keep` refuses: the targets of a forced wipe.
+pub(crate) fn wipe_targets(
+    vg: &LVMVolumeGroup,
+    wiped: Option<&BTreeSet<String>>,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    vg.spec
+        .device_selector
+        .iter()
+        .flat_map(|s| s.paths.iter().flatten())
+        .filter_map(|p| resolve(p))
+        .filter(|d| keep(d))
+        .filter(|d| !wiped.is_some_and(|w| w.contains(d)))
+        .collect()
 }
 
 /// `devices` but those in `taken` (the disks of raw-device PVs).

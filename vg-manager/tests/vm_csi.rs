@@ -20,21 +20,9 @@ use vm_test::Disk;
 
 mod support;
 
-use support::{LVS, MIB, capability as cap, capacity, channel, create_request, provision, sockets};
-
-async fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use support::{
+    LVS, MIB, capability as cap, capacity, channel, create_request, eventually, provision, sockets,
+};
 
 async fn publish(node: &mut NodeClient<Channel>, id: &str, target: &Path, fs: Option<&str>) {
     node.node_publish_volume(pb::NodePublishVolumeRequest {

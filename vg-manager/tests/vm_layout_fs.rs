@@ -19,23 +19,9 @@ use vm_test::Disk;
 
 mod support;
 
-use support::{LVS, MIB, capacity, channel, create_request, provision, sh, sockets};
+use support::{LVS, MIB, capacity, channel, create_request, eventually, provision, sh, sockets};
 
 const PVCS: &str = "api/v1/persistentvolumeclaims";
-
-async fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn seed_claim(api: &ApiDouble, name: &str, annotations: Value) {
     api.seed(

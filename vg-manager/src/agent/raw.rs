@@ -221,15 +221,7 @@ impl Agent {
         if force_wipe {
             let paths: Vec<String> = all.iter().map(|p| self.view(p).path).collect();
             let taken: BTreeSet<String> = paths.iter().filter_map(|p| resolve(p)).collect();
-            let targets: Vec<String> = vg
-                .spec
-                .device_selector
-                .iter()
-                .flat_map(|s| s.paths.iter().flatten())
-                .filter_map(|p| resolve(p))
-                .filter(|d| !taken.contains(d))
-                .filter(|d| !wiped.get(&class).is_some_and(|w| w.contains(d)))
-                .collect();
+            let targets = super::wipe_targets(vg, wiped.get(&class), |d| !taken.contains(d));
             if !targets.is_empty() && taken.len() == paths.len() {
                 wiped
                     .entry(class.clone())
