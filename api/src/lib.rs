@@ -17,7 +17,7 @@ pub use logical_volume::{LogicalVolume, LogicalVolumeSpec, LogicalVolumeStatus};
 pub use lvmcluster::{
     ChunkSizeCalculationPolicy, DeviceClass, DeviceFilesystemType, DeviceSelector, LVMCluster,
     LVMClusterSpec, LVMClusterStatus, MetadataSizeCalculationPolicy, ReclaimPolicy, Storage,
-    StorageClassOptions, ThinPoolConfig, VolumeBindingMode, quantity_bytes,
+    StorageClassOptions, ThinPoolConfig, VolumeBindingMode, VolumeCleanup, quantity_bytes,
 };
 pub use raid::{
     DeviceDiscoveryPolicy, DeviceDiscoveryPolicyStatus, RAIDConfig, RAIDType, RaidLayout,

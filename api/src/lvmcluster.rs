@@ -148,6 +148,13 @@ pub struct DeviceClass {
     /// place of a volume group (not with thinPoolConfig or raidConfig). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_devices: Option<RawDevicesConfig>,
+    /// What the node does with a deleted thick volume's data before its extents are free for
+    /// the next volume: `zero` writes zeros over it (the default; offloaded to the device where
+    /// it can), `discard` discards it (fast; safe only where discarded blocks read back as
+    /// zeros), `none` leaves it (the next volume can read it). Thin volumes need none of this:
+    /// their pool zeroes blocks on first use. Not with rawDevices (they have `cleanup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_cleanup: Option<VolumeCleanup>,
     /// The class of PVCs that name no StorageClass. At most one class is the default.
     #[serde(default)]
     pub default: bool,
@@ -158,6 +165,15 @@ pub struct DeviceClass {
     /// Options of the StorageClass created for this class.
     #[serde(default)]
     pub storage_class_options: StorageClassOptions,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeCleanup {
+    #[default]
+    Zero,
+    Discard,
+    None,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

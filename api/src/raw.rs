@@ -119,6 +119,11 @@ pub fn device_class_rules() -> Vec<Value> {
             "message": "rawDevices cannot be combined with thinPoolConfig or raidConfig: its disks are whole volumes",
             "fieldPath": ".rawDevices",
         }),
+        json!({
+            "rule": "!has(self.rawDevices) || !has(self.volumeCleanup)",
+            "message": "volumeCleanup is for volume groups: a rawDevices class sets rawDevices.cleanup",
+            "fieldPath": ".volumeCleanup",
+        }),
         // A static PV is mounted with its own mountOptions, never its StorageClass's: options
         // there would be silently ignored.
         json!({

@@ -6,7 +6,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::lvmcluster::{DeviceClass, DeviceFilesystemType, DeviceSelector, ThinPoolConfig};
+use crate::lvmcluster::{
+    DeviceClass, DeviceFilesystemType, DeviceSelector, ThinPoolConfig, VolumeCleanup,
+};
 use crate::raid::{DeviceDiscoveryPolicy, RAIDConfig};
 use crate::raw::RawDevicesConfig;
 use crate::schema::node_selector_schema;
@@ -49,6 +51,9 @@ pub struct LVMVolumeGroupSpec {
     /// A raw-device class: the node offers each matching disk as a PersistentVolume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_devices: Option<RawDevicesConfig>,
+    /// How a deleted thick volume's data is cleared (unset: zero).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_cleanup: Option<VolumeCleanup>,
     /// The class's filesystem; raw-device classes in Filesystem mode format their disks with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fstype: Option<DeviceFilesystemType>,
@@ -69,6 +74,7 @@ impl From<&DeviceClass> for LVMVolumeGroupSpec {
             raid_config: class.raid_config.clone(),
             device_discovery_policy: class.device_discovery_policy,
             raw_devices: class.raw_devices.clone(),
+            volume_cleanup: class.volume_cleanup,
             fstype: class.raw_devices.as_ref().map(|_| class.fstype),
             default: class.default,
         }

@@ -113,3 +113,33 @@ fn mount_options_are_bounded() {
         "may not be longer than 256",
     );
 }
+
+#[test]
+fn volume_cleanup_is_for_volume_groups() {
+    let thick = json!({"name": "t", "default": true, "deviceSelector": {"paths": ["/dev/sdb"]}});
+    for how in ["zero", "discard", "none"] {
+        assert_accepted(lvmcluster().create(&cluster(json!([set(
+            thick.clone(),
+            "volumeCleanup",
+            json!(how)
+        )]))));
+    }
+    assert_refused(
+        lvmcluster().create(&cluster(json!([set(
+            thick,
+            "volumeCleanup",
+            json!("shred")
+        )]))),
+        &format!("{DC0}.volumeCleanup"),
+        "Unsupported value",
+    );
+    assert_refused(
+        lvmcluster().create(&cluster(json!([set(
+            raw(json!({})),
+            "volumeCleanup",
+            json!("zero")
+        )]))),
+        &format!("{DC0}.volumeCleanup"),
+        "a rawDevices class sets rawDevices.cleanup",
+    );
+}

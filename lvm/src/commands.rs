@@ -28,6 +28,13 @@ pub enum Layout {
     },
 }
 
+/// How [`Lvm::clear`] clears a volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clear {
+    Discard,
+    Zero,
+}
+
 /// The RAID levels [`Layout::Raid`] accepts.
 pub const RAID_LEVELS: [&str; 5] = ["raid1", "raid4", "raid5", "raid6", "raid10"];
 
@@ -189,11 +196,15 @@ impl Lvm {
                 spec.size_percent
             )));
         }
+        // --zero y: the pool zeroes each block before a thin volume first writes part of it,
+        // so a new volume never reads what a deleted one left in the pool's data.
         let mut a = vec![
             s("lvcreate"),
             s("--yes"),
             s("--type"),
             s("thin-pool"),
+            s("--zero"),
+            s("y"),
             s("--extents"),
             format!("{}%VG", spec.size_percent),
             s("--name"),
@@ -393,6 +404,25 @@ impl Lvm {
             .map(drop)
     }
 
+    /// Clears the data of an active logical volume before it is removed: `Discard` discards it
+    /// (blocks the device then reads as zeros, where it can; `Zero` is used where it cannot),
+    /// `Zero` writes zeros (`blkdiscard --zeroout`: the kernel's write-zeroes, offloaded where
+    /// the device can). blkdiscard opens the device exclusively: a mounted volume is refused.
+    /// Returns what was done.
+    pub fn clear(&self, vg: &str, name: &str, how: Clear) -> Result<&'static str, Error> {
+        check_name("volume group", vg)?;
+        check_name("logical volume", name)?;
+        let dev = format!("/dev/{vg}/{name}");
+        let discard = how == Clear::Discard && crate::dm::can_discard(&dev);
+        let mut args = vec![];
+        if !discard {
+            args.push(s("--zeroout"));
+        }
+        args.push(dev);
+        self.runner.run("blkdiscard", &args)?;
+        Ok(if discard { "discarded" } else { "zeroed" })
+    }
+
     pub fn rename(&self, vg: &str, from: &str, to: &str) -> Result<(), Error> {
         check_name("volume group", vg)?;
         check_name("logical volume", from)?;
@@ -497,7 +527,7 @@ mod tests {
         let argv = rec.0.lock().unwrap()[0].join(" ");
         assert_eq!(
             argv,
-            "lvm lvcreate --yes --type thin-pool --extents 90%VG --name pool --chunksize 131072b vg1"
+            "lvm lvcreate --yes --type thin-pool --zero y --extents 90%VG --name pool --chunksize 131072b vg1"
         );
     }
 }

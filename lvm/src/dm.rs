@@ -39,6 +39,21 @@ pub fn raid_available(runner: &dyn Runner) -> Result<(), String> {
     ))
 }
 
+/// Whether the kernel can discard the block device at `path` (a symlink such as /dev/vg/lv is
+/// followed to its dm-N): its queue's `discard_max_bytes` is not 0.
+pub fn can_discard(path: &str) -> bool {
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let Some(name) = real.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/sys/class/block/{name}/queue/discard_max_bytes"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ pub mod mount;
 pub mod report;
 pub mod runner;
 
-pub use commands::{Layout, Lvm, ThinPoolSpec};
+pub use commands::{Clear, Layout, Lvm, ThinPoolSpec};
 pub use error::Error;
 pub use report::{LogicalVolume, PhysicalVolume, Report, VolumeGroup};
 pub use runner::{Exec, Mode, Output, Runner};

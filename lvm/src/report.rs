@@ -157,6 +157,10 @@ impl LogicalVolume {
     pub fn is_thin_pool(&self) -> bool {
         self.attr(0) == 't'
     }
+    /// A thin pool that zeroes blocks before their first use (lv_attr 8th character `z`).
+    pub fn zeroes_new_blocks(&self) -> bool {
+        self.is_thin_pool() && self.attr(7) == 'z'
+    }
     pub fn is_thin_volume(&self) -> bool {
         self.attr(0) == 'V'
     }

@@ -18,7 +18,9 @@ use layout::Shape;
 use lvm::{Layout, Lvm, Report};
 use lvms_api::logical_volume::LayoutType;
 use lvms_api::names::LOGICAL_VOLUME_FINALIZER;
-use lvms_api::{LVMVolumeGroup, LogicalVolume, RAIDType, RaidLayout, quantity_bytes};
+use lvms_api::{
+    LVMVolumeGroup, LogicalVolume, RAIDType, RaidLayout, VolumeCleanup, quantity_bytes,
+};
 use serde_json::{Value, json};
 
 /// gRPC codes written to `status.code` (the CSI controller returns them as they are).
@@ -57,7 +59,11 @@ pub enum Action {
     Extend {
         size: u64,
     },
-    Remove,
+    /// Remove the volume; a thick one's data is cleared first (`clear`), so the extents reach
+    /// the next volume blank. A crash between the two repeats both.
+    Remove {
+        clear: Option<lvm::Clear>,
+    },
     /// Converged: report the size.
     Report {
         size: u64,
@@ -67,6 +73,27 @@ pub enum Action {
         code: u32,
         message: String,
     },
+}
+
+/// How a volume's data is cleared before it is removed: a thick volume's as its class says
+/// (zero by default); a thin volume's never (its pool zeroes blocks on first use), nor one that
+/// is gone already.
+fn clear_on_remove(
+    existing: Option<&lvm::LogicalVolume>,
+    class: Option<&LVMVolumeGroup>,
+) -> Option<lvm::Clear> {
+    let l = existing?;
+    if l.is_thin_volume() || !l.is_active() {
+        return None;
+    }
+    match class
+        .and_then(|c| c.spec.volume_cleanup)
+        .unwrap_or_default()
+    {
+        VolumeCleanup::Zero => Some(lvm::Clear::Zero),
+        VolumeCleanup::Discard => Some(lvm::Clear::Discard),
+        VolumeCleanup::None => None,
+    }
 }
 
 /// Bytes to allocate for `spec.size`: rounded up to 512 (LVM rounds further up to extents).
@@ -89,7 +116,9 @@ pub fn decide(
     let existing = report.lv(vg, &name);
     if lv.metadata.deletion_timestamp.is_some() {
         return if has_finalizer(lv) {
-            Action::Remove
+            Action::Remove {
+                clear: clear_on_remove(existing, class),
+            }
         } else {
             Action::None
         };
@@ -241,10 +270,26 @@ pub fn execute(lvm: &Lvm, lv: &LogicalVolume, action: &Action) -> Result<(), (u3
         } => lvm.create_thick_lv(vg, &name, *size, lvm_layout(raid.as_ref(), *stripes), &tags),
         Action::Snapshot { origin } => lvm.create_thin_snapshot(vg, origin, &name, &tags),
         Action::Extend { size } => lvm.extend(vg, &name, *size),
-        Action::Remove => match lvm.remove(vg, &name) {
-            Err(e) if e.is_not_found() => Ok(()),
-            other => other,
-        },
+        Action::Remove { clear } => {
+            if let Some(how) = clear {
+                match lvm.clear(vg, &name, *how) {
+                    Ok(done) => {
+                        tracing::info!(volume = %name, done, "volume data cleared before removal")
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => {
+                        return Err((
+                            code::INTERNAL,
+                            format!("clearing the volume's data before removal: {e}"),
+                        ));
+                    }
+                }
+            }
+            match lvm.remove(vg, &name) {
+                Err(e) if e.is_not_found() => Ok(()),
+                other => other,
+            }
+        }
         _ => Ok(()),
     };
     result.map_err(|e| {
@@ -306,7 +351,7 @@ pub fn record(report: &mut Report, lv: &LogicalVolume, action: &Action) -> bool 
         | Action::Create {
             stripes: Some(_), ..
         } => false,
-        Action::Extend { .. } | Action::Remove if raid(report) => false,
+        Action::Extend { .. } | Action::Remove { .. } if raid(report) => false,
         Action::Create {
             thin_pool, size, ..
         } => {
@@ -363,7 +408,7 @@ pub fn record(report: &mut Report, lv: &LogicalVolume, action: &Action) -> bool 
             }
             true
         }
-        Action::Remove => {
+        Action::Remove { .. } => {
             let Some(i) = report
                 .lvs
                 .iter()
@@ -423,7 +468,7 @@ pub async fn reconcile(
             }
             Action::Fail { code, message } => json!({"code": code, "message": message}),
             _ => {
-                if action != Action::Remove && !finalized {
+                if !matches!(action, Action::Remove { .. }) && !finalized {
                     let mut f = lv.finalizers().to_vec();
                     f.push(LOGICAL_VOLUME_FINALIZER.into());
                     set_finalizers(&api, lv, &f, "adding the finalizer")
@@ -442,7 +487,7 @@ pub async fn reconcile(
                     Err((c, message)) => {
                         // LVM may have done part of it: read it again next time.
                         reports.invalidate().await;
-                        if action == Action::Remove {
+                        if matches!(action, Action::Remove { .. }) {
                             return Err(format!("removing the logical volume: {message}"));
                         }
                         if c != code::OK {
@@ -452,7 +497,7 @@ pub async fn reconcile(
                         }
                     }
                 }
-                if action == Action::Remove {
+                if matches!(action, Action::Remove { .. }) {
                     let f: Vec<String> = lv
                         .finalizers()
                         .iter()
@@ -725,7 +770,7 @@ mod tests {
         assert!(record(&mut r, &thick, &Action::Extend { size: 9 << 20 }));
         assert_eq!(r.lv("vg1", "uid-1").unwrap().size, 12 << 20);
         assert_eq!(r.vgs[0].free, (10 << 30) - (12 << 20));
-        assert!(record(&mut r, &thick, &Action::Remove));
+        assert!(record(&mut r, &thick, &Action::Remove { clear: None }));
         assert!(r.lv("vg1", "uid-1").is_none());
         assert_eq!(r.vgs[0].free, 10 << 30, "and gives it back");
 
@@ -861,7 +906,46 @@ mod tests {
         d.metadata.finalizers = Some(vec![LOGICAL_VOLUME_FINALIZER.into()]);
         assert_eq!(
             decide(&d, "node-a", Some(&class(true)), &report(&[("uid-1", 1)])),
-            Action::Remove
+            Action::Remove { clear: None },
+            "a thin volume: the pool zeroes blocks on first use"
         );
+    }
+
+    #[test]
+    fn a_thick_volume_is_cleared_as_its_class_says_before_removal() {
+        let mut d = lv("1Gi", "");
+        d.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        d.metadata.finalizers = Some(vec![LOGICAL_VOLUME_FINALIZER.into()]);
+        let mut r = report(&[]);
+        r.lvs.push(Lv {
+            name: "uid-1".into(),
+            vg_name: "vg1".into(),
+            attr: "-wi-a-----".into(),
+            size: 1 << 30,
+            ..Default::default()
+        });
+        let mut thick = class(false);
+        let remove = |c: &LVMVolumeGroup, r: &Report| decide(&d, "node-a", Some(c), r);
+        assert_eq!(
+            remove(&thick, &r),
+            Action::Remove {
+                clear: Some(lvm::Clear::Zero)
+            },
+            "zero by default"
+        );
+        for (cleanup, clear) in [
+            (VolumeCleanup::Discard, Some(lvm::Clear::Discard)),
+            (VolumeCleanup::None, None),
+        ] {
+            thick.spec.volume_cleanup = Some(cleanup);
+            assert_eq!(remove(&thick, &r), Action::Remove { clear });
+        }
+        // Gone already (a repeated removal), or inactive (no device to clear): nothing to clear.
+        thick.spec.volume_cleanup = None;
+        assert_eq!(remove(&thick, &report(&[])), Action::Remove { clear: None });
+        r.lvs[1].attr = "-wi-------".into();
+        assert_eq!(remove(&thick, &r), Action::Remove { clear: None });
     }
 }

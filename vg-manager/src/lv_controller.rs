@@ -57,7 +57,7 @@ async fn reconcile(lv: Arc<LogicalVolume>, ctx: Arc<Context>) -> Result<controll
         Action::Create { .. }
         | Action::Snapshot { .. }
         | Action::Extend { .. }
-        | Action::Remove => {
+        | Action::Remove { .. } => {
             info!(logicalvolume = %lv.name_any(), ?action, "logical volume changed");
             ctx.changed.notify_one();
             controller::Action::requeue(RECHECK)

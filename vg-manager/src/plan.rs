@@ -86,6 +86,21 @@ pub fn discovery_policy(
     }
 }
 
+/// A thin pool adopted from an older install that does not zero new blocks: still Ready (it
+/// works), with the reason a user needs, since its thin volumes can read what deleted ones left.
+fn unzeroed_pool(name: &str, spec: &LVMVolumeGroupSpec, report: &Report) -> String {
+    let Some(tp) = &spec.thin_pool_config else {
+        return String::new();
+    };
+    match report.lv(name, &tp.name) {
+        Some(pool) if pool.is_thin_pool() && !pool.zeroes_new_blocks() => format!(
+            "thin pool {name}/{} does not zero new blocks (created without --zero y): a new volume can read data a deleted one left; `lvchange --zero y {name}/{}` turns zeroing on",
+            tp.name, tp.name
+        ),
+        _ => String::new(),
+    }
+}
+
 /// The selector's `paths` and `optionalPaths`, and the required ones that do not resolve.
 pub fn selector_paths<'a>(
     spec: &'a LVMVolumeGroupSpec,
@@ -365,7 +380,7 @@ fn plan_devices(
             format!("volume group {name} is missing {missing_pvs} physical volume(s)"),
         )
     } else {
-        (VGStatusType::Ready, String::new())
+        (VGStatusType::Ready, unzeroed_pool(name, spec, node.report))
     };
     Plan {
         steps,
@@ -609,6 +624,35 @@ mod tests {
                 vec![]
             },
         }
+    }
+
+    #[test]
+    fn an_adopted_pool_that_does_not_zero_is_reported() {
+        let devices = [disk("/dev/sdb", "LVM2_member")];
+        let mut r = report_with_vg(&[OWNER_TAG], true);
+        let spec = thin_spec(Some(vec!["/dev/sdb"]), None);
+        assert_eq!(
+            run(&spec, &devices, &r).status.reason,
+            "",
+            "ours zeroes (attr z)"
+        );
+        r.lvs[0].attr = "twi-aot---".into();
+        let p = run(&spec, &devices, &r);
+        assert_eq!(
+            p.status.status,
+            VGStatusType::Ready,
+            "it works: reported, not failed"
+        );
+        assert!(
+            p.status.reason.contains("does not zero new blocks"),
+            "{}",
+            p.status.reason
+        );
+        assert!(
+            p.status.reason.contains("lvchange --zero y vg1/pool"),
+            "{}",
+            p.status.reason
+        );
     }
 
     #[test]

@@ -437,15 +437,6 @@ pub fn persistent_volume(
     }
 }
 
-/// Whether the kernel can discard `device` (`/sys/class/block/<name>/queue/discard_max_bytes`).
-fn can_discard(device: &str) -> bool {
-    let name = device.trim_start_matches("/dev/");
-    std::fs::read_to_string(format!("/sys/class/block/{name}/queue/discard_max_bytes"))
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .is_some_and(|n| n > 0)
-}
-
 /// `O_EXCL` of Linux on x86_64 and aarch64 (asm-generic), the platforms the images are built for.
 const O_EXCL: i32 = 0o200;
 
@@ -491,7 +482,7 @@ pub fn clean(runner: &dyn Runner, c: &Cleanup, how: RawCleanup) -> Result<String
         return Err(format!("{} reports no size: not cleaned", c.device));
     }
     // Discarded blocks need not read back as zeros: the start is zeroed either way.
-    let discarded = how == RawCleanup::Discard && can_discard(&c.device);
+    let discarded = how == RawCleanup::Discard && lvm::dm::can_discard(&c.device);
     if discarded {
         runner
             .run("blkdiscard", std::slice::from_ref(&c.device))

@@ -143,7 +143,7 @@ async fn logical_volumes_on_real_lvm() {
         reconcile(&client, &reports, "node-a", NS, &get(&api, "snap-1"))
             .await
             .unwrap(),
-        Action::Remove
+        Action::Remove { clear: None }
     );
     assert!(api.get(LVS, None, "snap-1").is_none());
     assert!(
