@@ -331,6 +331,19 @@ impl Agent {
             None
         };
         let mut reported = Vec::new();
+        // Raw-device classes first: the PVs they make in this pass must be known to the volume
+        // groups after them.
+        let (raw, vg_classes): (Vec<_>, Vec<_>) =
+            mine.iter().partition(|vg| vg.spec.raw_devices.is_some());
+        for vg in raw {
+            let (status, counts) = self
+                .raw_class(vg, &node, &mut snap, existing.as_ref(), &mut wiped)
+                .await?;
+            let sum = out.raw.get_or_insert_with(RawCounts::default);
+            sum.available += counts.available;
+            sum.errors += counts.errors;
+            reported.extend(status);
+        }
         // The disks of raw-device PVs are no volume group's: a class that names one by another
         // path must neither wipe it nor make it a physical volume.
         let raw_taken: BTreeSet<String> = self
@@ -340,18 +353,8 @@ impl Agent {
             .filter_map(|p| p.spec.as_ref()?.local.as_ref())
             .filter_map(|l| resolve(&l.path))
             .collect();
-        for vg in &mine {
+        for vg in vg_classes {
             let name = vg.name_any();
-            if vg.spec.raw_devices.is_some() {
-                let (status, counts) = self
-                    .raw_class(vg, &node, &mut snap, existing.as_ref(), &mut wiped)
-                    .await?;
-                let sum = out.raw.get_or_insert_with(RawCounts::default);
-                sum.available += counts.available;
-                sum.errors += counts.errors;
-                reported.extend(status);
-                continue;
-            }
             if vg.metadata.deletion_timestamp.is_some() {
                 if let Some(status) = self.teardown(&vgs_api, vg, &snap.report).await? {
                     reported.push(status);
