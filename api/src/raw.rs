@@ -72,6 +72,14 @@ impl RawCleanup {
     }
 }
 
+/// FNV-1a of `s`: stable across releases and platforms (std's hasher is neither), so a name
+/// shortened with it is the same at every pass.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
 /// The PV name of a disk: `local-<node>-<device>`, every character outside `[a-z0-9.-]` turned
 /// into `-` (the naming of local-pv-provisioner, so its users' dashboards and scripts still
 /// match). `device` is the last component of the disk's stable path. A name longer than a DNS
@@ -92,11 +100,7 @@ pub fn pv_name(node: &str, device: &str) -> String {
     if name.len() <= 253 {
         return name;
     }
-    // FNV-1a: stable across releases, unlike std's hasher.
-    let hash = raw.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
-    format!("{}-{hash:016x}", &name[..236])
+    format!("{}-{:016x}", &name[..236], fnv1a(&raw))
 }
 
 /// The [`NODE_LABEL`] value of a node: its name, or for a name longer than a label value may be
@@ -105,10 +109,8 @@ pub fn node_label_value(node: &str) -> String {
     if node.len() <= 63 {
         return node.to_string();
     }
-    let hash = node.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
-    format!("{}-{hash:016x}", node[..46].trim_end_matches(['-', '.']))
+    let head = node[..46].trim_end_matches(['-', '.']);
+    format!("{head}-{:016x}", fnv1a(node))
 }
 
 /// The rules of a device class with `rawDevices`.

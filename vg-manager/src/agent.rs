@@ -72,8 +72,6 @@ pub struct Agent {
     published: std::sync::Mutex<Option<LVMVolumeGroupNodeStatusSpec>>,
     /// Events on the PersistentVolumes of raw-device classes.
     recorder: kube::runtime::events::Recorder,
-    /// This Node's uid as the pass read it: raw-device PVs are owned by it.
-    node_uid: std::sync::Mutex<String>,
 }
 
 /// What a device scan found.
@@ -140,7 +138,6 @@ impl Agent {
             devices: Default::default(),
             raid_ok: Default::default(),
             published: Default::default(),
-            node_uid: Default::default(),
         }
     }
 
@@ -548,14 +545,24 @@ impl Agent {
                 ..Default::default()
             }));
         }
+        self.release_finalizer(api, vg).await?;
+        Ok(None)
+    }
+
+    /// Removes this node's finalizer from `vg`: the node has nothing of the class left.
+    pub(super) async fn release_finalizer(
+        &self,
+        api: &Api<LVMVolumeGroup>,
+        vg: &LVMVolumeGroup,
+    ) -> Result<(), Error> {
+        let ours = node_cleanup_finalizer(&self.node);
         let f: Vec<String> = vg
             .finalizers()
             .iter()
             .filter(|f| **f != ours)
             .cloned()
             .collect();
-        set_finalizers(api, vg, &f, "releasing this node's finalizer").await?;
-        Ok(None)
+        set_finalizers(api, vg, &f, "releasing this node's finalizer").await
     }
 
     async fn create_status(

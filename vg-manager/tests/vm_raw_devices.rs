@@ -11,7 +11,6 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,6 +20,9 @@ use serde_json::{Value, json};
 use vg_manager::agent::{Agent, FORMATTED_ANNOTATION};
 use vm_test::Disk;
 
+mod support;
+use support::sh;
+
 const NS: &str = "openshift-storage";
 const VGS: &str = "apis/lvm.topolvm.io/v1alpha1/lvmvolumegroups";
 const STATUSES: &str = "apis/lvm.topolvm.io/v1alpha1/lvmvolumegroupnodestatuses";
@@ -28,16 +30,6 @@ const NODES: &str = "api/v1/nodes";
 const PVS: &str = "api/v1/persistentvolumes";
 const EVENTS: &str = "apis/events.k8s.io/v1/events";
 const MIB: usize = 1 << 20;
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn read(dev: &str, bytes: usize) -> Vec<u8> {
     let mut buf = vec![0u8; bytes];

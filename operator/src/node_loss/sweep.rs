@@ -350,9 +350,23 @@ where
         .collect();
     let patch =
         json!({"metadata": {"finalizers": rest, "resourceVersion": obj.resource_version()}});
+    merge(api, obj, &patch, &format!("removing {finalizer} from")).await
+}
+
+/// Merge-patches `obj` and keeps what the server answered (its new resourceVersion, for the next
+/// guarded write); an object gone already is fine.
+async fn merge<K>(
+    api: &Api<K>,
+    obj: &mut K,
+    patch: &serde_json::Value,
+    what: &str,
+) -> Result<(), String>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
     let name = obj.name_any();
     match api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
     {
         Ok(latest) => {
@@ -360,7 +374,7 @@ where
             Ok(())
         }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(format!("removing {finalizer} from {name}: {e}")),
+        Err(e) => Err(format!("{what} {name}: {e}")),
     }
 }
 
@@ -370,17 +384,6 @@ async fn annotate(
     lv: &mut LogicalVolume,
     value: serde_json::Value,
 ) -> Result<(), String> {
-    let name = lv.name_any();
     let patch = json!({"metadata": {"annotations": {NODE_REMOVED_ANNOTATION: value}}});
-    match api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(latest) => {
-            *lv = latest;
-            Ok(())
-        }
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(format!("annotating LogicalVolume {name}: {e}")),
-    }
+    merge(api, lv, &patch, "annotating LogicalVolume").await
 }

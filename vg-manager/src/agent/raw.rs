@@ -80,6 +80,7 @@ impl Agent {
         &self,
         vg: &LVMVolumeGroup,
         cleanups: Vec<raw_devices::Cleanup>,
+        node_uid: &str,
     ) -> Result<(u64, bool), Error> {
         let how = vg
             .spec
@@ -99,7 +100,7 @@ impl Agent {
             else {
                 continue;
             };
-            let view = PvView::of(&pv, &self.node, &self.node_uid());
+            let view = self.view(&pv, node_uid);
             if view.uid != c.uid || !view.wants_cleanup() {
                 continue;
             }
@@ -137,31 +138,20 @@ impl Agent {
         Ok((failed, touched))
     }
 
-    /// The uid a PV of this node must be owned by: the Node's, as this pass read it.
-    fn node_uid(&self) -> String {
-        self.node_uid.lock().unwrap().clone()
-    }
-
     /// A cleaned PV goes: the cleanup finalizer released (at the version read), then the PV
     /// deleted (this uid only). A crash in between leaves a Released PV, cleaned again next.
     async fn let_go(&self, pv: &PersistentVolume) -> Result<(), Error> {
         let name = pv.name_any();
         if pv.finalizers().iter().any(|f| f == CLEANUP_FINALIZER) {
-            let rest: Vec<&String> = pv
+            let rest: Vec<String> = pv
                 .finalizers()
                 .iter()
                 .filter(|f| *f != CLEANUP_FINALIZER)
+                .cloned()
                 .collect();
-            let patch =
-                json!({"metadata": {"finalizers": rest, "resourceVersion": pv.resource_version()}});
-            match self
-                .pvs_api()
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-                Err(e) => return Err(Error::Kube(format!("releasing PV {name}"), e)),
+            match set_finalizers(&self.pvs_api(), pv, &rest, "releasing a cleaned PV").await {
+                Err(Error::Kube(_, kube::Error::Api(s))) if s.code == 404 => return Ok(()),
+                other => other?,
             }
         }
         self.delete_pv(&name, pv.uid()).await
@@ -193,14 +183,13 @@ impl Agent {
         wiped: &mut BTreeMap<String, BTreeSet<String>>,
     ) -> Result<(Option<VGStatus>, RawCounts), Error> {
         let class = vg.name_any();
-        let Some(node_uid) = node.uid() else {
+        let Some(uid) = node.uid() else {
             return Err(Error::Lvm(
                 "this Node has no uid: its PersistentVolumes cannot be owned by it".into(),
             ));
         };
-        *self.node_uid.lock().unwrap() = node_uid;
         if vg.metadata.deletion_timestamp.is_some() {
-            return self.raw_teardown(vg, snap).await;
+            return self.raw_teardown(vg, snap, &uid).await;
         }
         self.ensure_finalizer(&self.vgs_api(), vg).await?;
         let mut pending: Pending = existing
@@ -219,7 +208,7 @@ impl Agent {
             .as_ref()
             .is_some_and(|s| s.force_wipe_devices_and_destroy_all_data == Some(true));
         if force_wipe {
-            let paths: Vec<String> = all.iter().map(|p| self.view(p).path).collect();
+            let paths: Vec<String> = all.iter().map(|p| self.view(p, &uid).path).collect();
             let taken: BTreeSet<String> = paths.iter().filter_map(|p| resolve(p)).collect();
             let targets = super::wipe_targets(vg, wiped.get(&class), |d| !taken.contains(d));
             if !targets.is_empty() && taken.len() == paths.len() {
@@ -241,17 +230,17 @@ impl Agent {
         }
 
         // Twice at most: a cleaned disk is offered again in the same pass.
-        let mut plan = self.raw_plan(vg, &class, snap, &all, &pending);
+        let mut plan = self.raw_plan(vg, &class, snap, &all, &pending, &uid);
         if !plan.clean.is_empty() {
             // Act on a fresh view of the disks (mount points, holders), not a cached one.
             *snap = self.snapshot().await?;
-            let fresh = self.raw_plan(vg, &class, snap, &all, &pending);
-            let (failed, touched) = self.clean_released(vg, fresh.clean).await?;
+            let fresh = self.raw_plan(vg, &class, snap, &all, &pending, &uid);
+            let (failed, touched) = self.clean_released(vg, fresh.clean, &uid).await?;
             counts.errors += failed;
             if touched {
                 *snap = self.snapshot().await?;
                 all = self.node_pvs().await?;
-                plan = self.raw_plan(vg, &class, snap, &all, &pending);
+                plan = self.raw_plan(vg, &class, snap, &all, &pending, &uid);
                 plan.clean.clear();
             }
         }
@@ -308,7 +297,7 @@ impl Agent {
         counts.available += all
             .iter()
             .filter(|p| p.labels().get(CLASS_LABEL).is_some_and(|c| *c == class))
-            .map(|p| self.view(p))
+            .map(|p| self.view(p, &uid))
             // Unclaimed and not released: Available, or about to be (a PV the PV controller has
             // not got to yet has no phase).
             .filter(|v| {
@@ -334,8 +323,9 @@ impl Agent {
         .await
     }
 
-    fn view(&self, pv: &PersistentVolume) -> PvView {
-        PvView::of(pv, &self.node, &self.node_uid())
+    /// `pv` as the plan sees it; `node_uid` is this Node's, which the PVs it made are owned by.
+    fn view(&self, pv: &PersistentVolume, node_uid: &str) -> PvView {
+        PvView::of(pv, &self.node, node_uid)
     }
 
     /// The plan of `class`, from all of this node's PVs (the other classes' disks are taken).
@@ -346,15 +336,16 @@ impl Agent {
         snap: &Snapshot,
         all: &[PersistentVolume],
         pending: &Pending,
+        node_uid: &str,
     ) -> raw_devices::RawPlan {
         let (mine, others): (Vec<&PersistentVolume>, Vec<&PersistentVolume>) = all
             .iter()
             .partition(|p| p.labels().get(CLASS_LABEL).is_some_and(|c| c == class));
-        let views: Vec<PvView> = mine.iter().map(|p| self.view(p)).collect();
+        let views: Vec<PvView> = mine.iter().map(|p| self.view(p, node_uid)).collect();
         let others: BTreeMap<String, String> = others
             .iter()
             .filter_map(|p| {
-                let v = self.view(p);
+                let v = self.view(p, node_uid);
                 let owner = p.labels().get(CLASS_LABEL).cloned().unwrap_or_default();
                 Some((
                     resolve(&v.path)?,
@@ -386,6 +377,7 @@ impl Agent {
         &self,
         vg: &LVMVolumeGroup,
         snap: &mut Snapshot,
+        uid: &str,
     ) -> Result<(Option<VGStatus>, RawCounts), Error> {
         let ours = node_cleanup_finalizer(&self.node);
         if !vg.finalizers().contains(&ours) {
@@ -393,12 +385,12 @@ impl Agent {
         }
         let class = vg.name_any();
         let all = self.node_pvs().await?;
-        let plan = self.raw_plan(vg, &class, snap, &all, &Pending::new());
-        let (failed, _) = self.clean_released(vg, plan.clean).await?;
+        let plan = self.raw_plan(vg, &class, snap, &all, &Pending::new(), uid);
+        let (failed, _) = self.clean_released(vg, plan.clean, uid).await?;
         let mut claimed = Vec::new();
         let mut remaining = 0;
         for pv in self.class_pvs(&class).await? {
-            let view = self.view(&pv);
+            let view = self.view(&pv, uid);
             remaining += 1;
             if !view.claimed && !view.deleting {
                 self.delete_pv(&view.name, Some(view.uid.clone())).await?;
@@ -430,13 +422,7 @@ impl Agent {
                 },
             ));
         }
-        let f: Vec<String> = vg
-            .finalizers()
-            .iter()
-            .filter(|f| **f != ours)
-            .cloned()
-            .collect();
-        set_finalizers(&self.vgs_api(), vg, &f, "releasing this node's finalizer").await?;
+        self.release_finalizer(&self.vgs_api(), vg).await?;
         Ok((None, RawCounts::default()))
     }
 }
