@@ -35,6 +35,8 @@ FROM docker.io/library/debian:bookworm-slim
 #   kmod                     modprobe (lvm2 loads dm-thin-pool, dm-snapshot, dm-raid1 on first
 #                            use, vg-manager dm-raid for RAID classes; the DaemonSet mounts the
 #                            host's /lib/modules read-only)
+#   cryptsetup-bin           cryptsetup (LUKS2 volumes: format, open, close, resize; dm-crypt
+#                            itself is the host kernel's, loaded with modprobe when missing)
 #   ca-certificates          the API client (rustls) loads the system's roots before adding the
 #                            cluster's CA, and refuses to start with none
 RUN apt-get update \
@@ -49,6 +51,7 @@ RUN apt-get update \
         udev \
         coreutils \
         kmod \
+        cryptsetup-bin \
         ca-certificates \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/*

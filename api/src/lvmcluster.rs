@@ -385,6 +385,12 @@ pub struct StorageClassOptions {
             "rule": "!('topolvm.io/device-class' in self) && !('csi.storage.k8s.io/fstype' in self)",
             "message": "additionalParameters cannot set topolvm.io/device-class or csi.storage.k8s.io/fstype: they come from the device class",
         },
+        {
+            // The key of an encrypted volume comes from the node-publish Secret; without one
+            // every publish would fail, so the class is refused up front.
+            "rule": "!('lvms.topolvm.io/encryption' in self) || self['lvms.topolvm.io/encryption'] == 'none' || (self['lvms.topolvm.io/encryption'] == 'luks2' && 'csi.storage.k8s.io/node-publish-secret-name' in self && 'csi.storage.k8s.io/node-publish-secret-namespace' in self)",
+            "message": "additionalParameters[lvms.topolvm.io/encryption] must be luks2 or none, and luks2 needs csi.storage.k8s.io/node-publish-secret-name and csi.storage.k8s.io/node-publish-secret-namespace: the Secret holding each volume's key",
+        },
     ]))]
     pub additional_parameters: BTreeMap<String, String>,
     /// Extra StorageClass labels (at most 16). May change; cannot set the app.kubernetes.io

@@ -660,3 +660,43 @@ mod logical_volume {
         );
     }
 }
+
+#[test]
+fn encryption_is_luks2_or_none_and_needs_the_key_secret() {
+    let with = |params: Value| {
+        cluster(json!([set(
+            thin("vg1"),
+            "storageClassOptions.additionalParameters",
+            params
+        )]))
+    };
+    let path = format!("{DC0}.storageClassOptions.additionalParameters");
+    refuse(
+        with(json!({"lvms.topolvm.io/encryption": "luks2"})),
+        &path,
+        "luks2 needs csi.storage.k8s.io/node-publish-secret-name",
+    );
+    refuse(
+        with(json!({
+            "lvms.topolvm.io/encryption": "luks2",
+            "csi.storage.k8s.io/node-publish-secret-name": "${pvc.name}-key",
+        })),
+        &path,
+        "must be luks2 or none",
+    );
+    refuse(
+        with(json!({
+            "lvms.topolvm.io/encryption": "aes",
+            "csi.storage.k8s.io/node-publish-secret-name": "k",
+            "csi.storage.k8s.io/node-publish-secret-namespace": "ns",
+        })),
+        &path,
+        "must be luks2 or none",
+    );
+    assert_accepted(lvmcluster().create(&with(json!({
+        "lvms.topolvm.io/encryption": "luks2",
+        "csi.storage.k8s.io/node-publish-secret-name": "${pvc.name}-key",
+        "csi.storage.k8s.io/node-publish-secret-namespace": "${pvc.namespace}",
+    }))));
+    assert_accepted(lvmcluster().create(&with(json!({"lvms.topolvm.io/encryption": "none"}))));
+}

@@ -4,6 +4,7 @@
 //! and mounts, so it lives in the node agent (`vg-manager`).
 
 pub mod controller;
+pub mod encryption;
 pub mod fs_options;
 pub mod identity;
 pub mod socket;

@@ -129,6 +129,30 @@ pub fn size_for(range: Option<&CapacityRange>, usage: &Usage) -> Result<u64, Sta
     Ok(size)
 }
 
+/// Where cryptsetup's LUKS2 puts the data by default: the header and its key slots take the
+/// first 16 MiB of an encrypted volume.
+pub const LUKS2_HEADER: u64 = 16 * MIB;
+
+/// An encrypted volume's size: `size` (from [`size_for`]) raised, when needed, so the device
+/// inside the header still holds the usage's smallest filesystem (xfs refuses less than
+/// 300 MB). The header is not added to sizes above that: a claim for 1 GiB gets a 1 GiB LV, as
+/// with other CSI drivers that encrypt.
+pub fn encrypted_size(
+    size: u64,
+    range: Option<&CapacityRange>,
+    usage: &Usage,
+) -> Result<u64, Status> {
+    let size = size.max(round_up(usage.min_size() + LUKS2_HEADER));
+    let limit = range.map_or(0, |r| r.limit_bytes.max(0) as u64);
+    if limit > 0 && size > limit {
+        return Err(Status::out_of_range(format!(
+            "capacity_range: an encrypted volume needs at least {size} bytes (its smallest filesystem and the {} MiB LUKS2 header), above limit_bytes {limit}",
+            LUKS2_HEADER / MIB
+        )));
+    }
+    Ok(size)
+}
+
 pub fn round_up(bytes: u64) -> u64 {
     bytes.div_ceil(ROUNDING) * ROUNDING
 }
@@ -200,6 +224,21 @@ mod tests {
         assert_eq!(size_for(None, &xfs).unwrap(), GIB, "default 1Gi");
         assert_eq!(size_for(Some(&range(0, 0)), &Usage::Block).unwrap(), GIB);
         assert_eq!(size_for(Some(&range(1, 0)), &xfs).unwrap(), 300 * MIB);
+        // Encrypted: the smallest filesystem still fits inside the LUKS2 header.
+        assert_eq!(
+            encrypted_size(300 * MIB, Some(&range(1, 0)), &xfs).unwrap(),
+            316 * MIB
+        );
+        assert_eq!(
+            encrypted_size(GIB, Some(&range(GIB as i64, 0)), &xfs).unwrap(),
+            GIB
+        );
+        assert_eq!(
+            encrypted_size(300 * MIB, Some(&range(1, 300 * MIB as i64)), &xfs)
+                .unwrap_err()
+                .code(),
+            tonic::Code::OutOfRange
+        );
         assert_eq!(size_for(Some(&range(1, 0)), &ext4).unwrap(), 32 * MIB);
         assert_eq!(
             size_for(Some(&range(1, 0)), &Usage::Block).unwrap(),

@@ -113,6 +113,11 @@ fn bytes_arg(size: u64) -> Result<String, Error> {
 }
 
 impl Lvm {
+    /// The runner the commands go through, for the helpers beside LVM (cryptsetup, mkfs).
+    pub fn runner(&self) -> &dyn Runner {
+        self.runner.as_ref()
+    }
+
     pub fn new(runner: Arc<dyn Runner>) -> Self {
         Self { runner }
     }

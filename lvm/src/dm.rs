@@ -15,10 +15,30 @@ pub fn targets(output: &str) -> Vec<&str> {
 /// Ok when the `raid` target is registered, after loading dm-raid if it was not. Otherwise the
 /// reason, worded for the node's status.
 pub fn raid_available(runner: &dyn Runner) -> Result<(), String> {
+    target_available(runner, "raid", "dm-raid", "RAID device classes need it")
+}
+
+/// Ok when the `crypt` target is registered, after loading dm-crypt if it was not: encrypted
+/// volumes need it on the node that publishes them.
+pub fn crypt_available(runner: &dyn Runner) -> Result<(), String> {
+    target_available(
+        runner,
+        "crypt",
+        "dm-crypt",
+        "encrypted (LUKS2) volumes need it",
+    )
+}
+
+fn target_available(
+    runner: &dyn Runner,
+    target: &str,
+    module: &str,
+    needed_by: &str,
+) -> Result<(), String> {
     let listed = |runner: &dyn Runner| {
         runner
             .run("dmsetup", &["targets".to_string()])
-            .map(|o| targets(&o.stdout).contains(&"raid"))
+            .map(|o| targets(&o.stdout).contains(&target))
     };
     match listed(runner) {
         Ok(true) => return Ok(()),
@@ -26,16 +46,16 @@ pub fn raid_available(runner: &dyn Runner) -> Result<(), String> {
         Err(e) => return Err(format!("cannot list the device-mapper targets: {e}")),
     }
     // Built as a module on most distributions and loaded on first use.
-    let loaded = runner.run("modprobe", &["dm-raid".to_string()]);
+    let loaded = runner.run("modprobe", &[module.to_string()]);
     if listed(runner).unwrap_or(false) {
         return Ok(());
     }
     let why = match loaded {
-        Err(e) => format!(" (modprobe dm-raid: {e})"),
+        Err(e) => format!(" (modprobe {module}: {e})"),
         Ok(_) => String::new(),
     };
     Err(format!(
-        "the dm-raid kernel module is not available on this node{why}: RAID device classes need it; install the kernel's dm-raid module or load it on the host (`modprobe dm-raid`)"
+        "the {module} kernel module is not available on this node{why}: {needed_by}; install the kernel's {module} module or load it on the host (`modprobe {module}`)"
     ))
 }
 
@@ -64,7 +84,8 @@ mod tests {
     /// Answers `dmsetup targets` from a list that `modprobe` may extend.
     struct Kernel {
         targets: Mutex<Vec<&'static str>>,
-        loadable: bool,
+        /// What modprobe registers, if it can.
+        loadable: Option<&'static str>,
     }
 
     impl Runner for Kernel {
@@ -80,8 +101,8 @@ mod tests {
                         .collect(),
                     stderr: String::new(),
                 }),
-                "modprobe" if self.loadable => {
-                    self.targets.lock().unwrap().push("raid");
+                "modprobe" if self.loadable.is_some() => {
+                    self.targets.lock().unwrap().extend(self.loadable);
                     Ok(Output {
                         stdout: String::new(),
                         stderr: String::new(),
@@ -102,12 +123,30 @@ mod tests {
             targets: Mutex::new(t),
             loadable,
         };
-        assert_eq!(raid_available(&k(vec!["striped", "raid"], false)), Ok(()));
-        assert_eq!(raid_available(&k(vec!["striped"], true)), Ok(()));
-        let e = raid_available(&k(vec!["striped", "thin-pool"], false)).unwrap_err();
+        assert_eq!(raid_available(&k(vec!["striped", "raid"], None)), Ok(()));
+        assert_eq!(raid_available(&k(vec!["striped"], Some("raid"))), Ok(()));
+        let e = raid_available(&k(vec!["striped", "thin-pool"], None)).unwrap_err();
         assert!(
             e.starts_with("the dm-raid kernel module is not available on this node")
                 && e.contains("Module dm-raid not found"),
+            "{e}"
+        );
+        // Loading another module does not make the target appear.
+        assert!(raid_available(&k(vec!["striped"], Some("crypt"))).is_err());
+    }
+
+    #[test]
+    fn crypt_is_found_loaded_or_reported() {
+        let k = |t: Vec<&'static str>, loadable| Kernel {
+            targets: Mutex::new(t),
+            loadable,
+        };
+        assert_eq!(crypt_available(&k(vec!["crypt"], None)), Ok(()));
+        assert_eq!(crypt_available(&k(vec!["linear"], Some("crypt"))), Ok(()));
+        let e = crypt_available(&k(vec!["linear", "raid"], None)).unwrap_err();
+        assert!(
+            e.starts_with("the dm-crypt kernel module is not available on this node")
+                && e.contains("LUKS2"),
             "{e}"
         );
     }

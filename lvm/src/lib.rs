@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod container;
+pub mod crypt;
 pub mod dm;
 pub mod eligibility;
 pub mod error;

@@ -18,6 +18,21 @@ pub trait Runner: Send + Sync {
     /// Runs `program args...` to completion. A non-zero exit is an [`Error::Command`] (or one of
     /// its classified forms) carrying the exit code and stderr.
     fn run(&self, program: &str, args: &[String]) -> Result<Output, Error>;
+
+    /// Like [`Runner::run`], with `input` on the program's standard input: how a secret (a
+    /// LUKS key) reaches a command without appearing in its argv, the environment or a file.
+    /// Runners that cannot pass input refuse.
+    fn run_with_input(
+        &self,
+        program: &str,
+        args: &[String],
+        input: &[u8],
+    ) -> Result<Output, Error> {
+        let _ = (args, input);
+        Err(Error::Invalid(format!(
+            "this command runner cannot pass standard input to {program}"
+        )))
+    }
 }
 
 /// Where commands execute.
@@ -89,20 +104,17 @@ impl Exec {
     }
 }
 
-impl Runner for Exec {
-    fn run(&self, program: &str, args: &[String]) -> Result<Output, Error> {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let argv = self.argv(program, args);
-        let out = Command::new(&argv[0])
-            .args(&argv[1..])
+impl Exec {
+    fn command(&self, argv: &[String]) -> Command {
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..])
             // Stable, parseable messages; no warnings about inherited descriptors.
             .env("LC_ALL", "C")
-            .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-            .output()
-            .map_err(|e| Error::Spawn {
-                program: argv[0].clone(),
-                source: e,
-            })?;
+            .env("LVM_SUPPRESS_FD_WARNINGS", "1");
+        c
+    }
+
+    fn finish(argv: &[String], out: std::process::Output) -> Result<Output, Error> {
         let output = Output {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -116,6 +128,53 @@ impl Runner for Exec {
                 output.stderr,
             ))
         }
+    }
+}
+
+impl Runner for Exec {
+    fn run(&self, program: &str, args: &[String]) -> Result<Output, Error> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let argv = self.argv(program, args);
+        let out = self.command(&argv).output().map_err(|e| Error::Spawn {
+            program: argv[0].clone(),
+            source: e,
+        })?;
+        Self::finish(&argv, out)
+    }
+
+    fn run_with_input(
+        &self,
+        program: &str,
+        args: &[String],
+        input: &[u8],
+    ) -> Result<Output, Error> {
+        use std::io::Write;
+        use std::process::Stdio;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let argv = self.argv(program, args);
+        let spawn = |e| Error::Spawn {
+            program: argv[0].clone(),
+            source: e,
+        };
+        let mut child = self
+            .command(&argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn)?;
+        // Written from another thread: a program that answers before reading all its input
+        // cannot deadlock us on a full pipe. A program that exits without reading it all makes
+        // the write fail (EPIPE); its exit status tells what happened.
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+            // Dropping stdin closes it: the program sees the end of its input.
+        });
+        let out = child.wait_with_output().map_err(spawn)?;
+        let _ = writer.join();
+        Self::finish(&argv, out)
     }
 }
 
@@ -174,5 +233,28 @@ mod tests {
             Err(Error::Spawn { .. })
         ));
         assert_eq!(e.invocations(), 3);
+    }
+
+    #[test]
+    fn input_reaches_standard_input_and_not_the_command_line() {
+        let e = Exec::new(Mode::Direct);
+        let secret = b"s3cret\nwith a newline\0and a NUL";
+        let out = e
+            .run_with_input("od", &["-An".into(), "-c".into()], secret)
+            .unwrap();
+        let seen: String = out.stdout.split_whitespace().collect();
+        assert_eq!(seen, "s3cret\\nwithanewline\\0andaNUL", "{}", out.stdout);
+        let err = e
+            .run_with_input(
+                "sh",
+                &["-c".into(), "cat >/dev/null; exit 2".into()],
+                secret,
+            )
+            .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(
+            matches!(err, Error::Command { code: Some(2), .. }),
+            "{err:?}"
+        );
     }
 }

@@ -5,7 +5,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 KDIR=${LVMS_VM_KERNEL_DIR:-/var/tmp/lvms-vm-kernel}
-PKGS=(busybox-static lvm2 thin-provisioning-tools xfsprogs e2fsprogs udev kmod xz-utils fdisk util-linux)
+PKGS=(busybox-static lvm2 thin-provisioning-tools xfsprogs e2fsprogs udev kmod xz-utils fdisk util-linux cryptsetup-bin)
 
 missing() { for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"; done; }
 

@@ -200,6 +200,15 @@ fn published_path(value: &str, id: &str) -> Result<String, Status> {
     Ok(value.to_string())
 }
 
+/// The key of a volume whose context asks for encryption, from the request's secrets.
+fn encryption_key(r: &pb::NodePublishVolumeRequest) -> Result<Option<lvm::crypt::Key>, Status> {
+    if csi::encryption::requested(&r.volume_context, "volume_context")? {
+        csi::encryption::key(&r.secrets, &r.volume_id).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
@@ -238,6 +247,17 @@ impl Node for NodeService {
             }
             Usage::Block => vec![],
         };
+        let encryption = match encryption_key(&r) {
+            Ok(k) => k,
+            Err(status) => {
+                // A missing key is the claim's business as much as a wrong one: tell it too.
+                if let Some(k) = &self.kube {
+                    k.failed(id, &r.volume_context, record::Step::Mount, status.message())
+                        .await;
+                }
+                return Err(status);
+            }
+        };
         let busy = self.begin(id)?;
         let (_, lv) = self
             .find(id, false)
@@ -251,6 +271,7 @@ impl Node for NodeService {
             flags,
             mkfs_options,
             readonly: r.readonly,
+            encryption,
         };
         let outcome = blocking(move || {
             let _busy = busy;
@@ -287,9 +308,13 @@ impl Node for NodeService {
         let target = required_path(&r.target_path, "target_path")?;
         let busy = self.begin(id)?;
         let host = self.host.clone();
+        let volume = id.to_string();
         blocking(move || {
             let _busy = busy;
-            ops::unpublish(&host, &target)
+            ops::unpublish(&host, &target)?;
+            // Also on a retry that finds the target gone: a crash between unmount and close
+            // must not leave the volume decrypted.
+            ops::lock(&host, &volume)
         })
         .await?;
         Ok(Response::new(pb::NodeUnpublishVolumeResponse {}))

@@ -271,6 +271,18 @@ pub fn execute(lvm: &Lvm, lv: &LogicalVolume, action: &Action) -> Result<(), (u3
         Action::Snapshot { origin } => lvm.create_thin_snapshot(vg, origin, &name, &tags),
         Action::Extend { size } => lvm.extend(vg, &name, *size),
         Action::Remove { clear } => {
+            // A LUKS2 volume's mapping holds the LV open; kubelet closes it with the last
+            // unpublish, so one left here is unmounted (a forced detach). Closing fails while
+            // anything still uses it, and the removal is retried.
+            let mapping = lvm::crypt::mapping_name(&name);
+            if std::path::Path::new(&lvm::crypt::mapper_path(&mapping)).exists()
+                && let Err(e) = lvm::crypt::close(lvm.runner(), &mapping)
+            {
+                return Err((
+                    code::INTERNAL,
+                    format!("closing the volume's decrypted mapping {mapping} before removal: {e}"),
+                ));
+            }
             if let Some(how) = clear {
                 match lvm.clear(vg, &name, *how) {
                     Ok(done) => {

@@ -107,7 +107,10 @@ impl ControllerService {
         let class = self.store.resolve_class(named_class).await?;
         let chosen = layout::for_class(asked.as_ref(), &class)?;
         let class = class.name_any();
-        let size = volume::size_for(range, usage)?;
+        let mut size = volume::size_for(range, usage)?;
+        if crate::encryption::requested(&req.parameters, "parameters")? {
+            size = volume::encrypted_size(size, range, usage)?;
+        }
         let free = layout::usable(&self.store.capacities(&class).await?, chosen.as_ref());
         let shown = match &chosen {
             Some(l) => format!("{class} (as a {} volume)", l.layout_type.as_str()),
@@ -169,6 +172,7 @@ impl ControllerService {
         let mut volume_context =
             fs_options::volume_context(&req.parameters, &req.volume_capabilities, &usage)?;
         volume_context.extend(claim_context(&req.parameters));
+        volume_context.extend(crate::encryption::volume_context(&req.parameters)?);
         let (required, limit) = range_bytes(req.capacity_range.as_ref())?;
         let named_class = class_parameter(&req.parameters);
         let source = content_source(req.volume_content_source.as_ref())?;

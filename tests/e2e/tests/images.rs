@@ -160,6 +160,7 @@ fn package_of(program: &str) -> Option<&'static str> {
         "mkfs.ext4" | "resize2fs" | "dumpe2fs" => "e2fsprogs",
         "udevadm" => "udev",
         "modprobe" => "kmod",
+        "cryptsetup" => "cryptsetup-bin",
         "df" | "stat" | "realpath" | "mkdir" | "touch" | "rm" | "rmdir" => "coreutils",
         _ => return None,
     })

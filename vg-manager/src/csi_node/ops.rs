@@ -24,12 +24,17 @@ pub struct Publish {
     /// `lvms.topolvm.io/mkfs-options`), already checked against the allow-list.
     pub mkfs_options: Vec<String>,
     pub readonly: bool,
+    /// The key of a LUKS2 volume (the volume context asks for encryption); `None` for a plain
+    /// one.
+    pub encryption: Option<lvm::crypt::Key>,
 }
 
-/// The LV's device node and its major:minor.
+/// The device a volume is used through (the LV's node, or its decrypted mapping), its
+/// major:minor and its size in bytes.
 struct Device {
     path: String,
     rdev: (u32, u32),
+    size: u64,
 }
 
 fn internal(what: String, e: impl std::fmt::Display) -> Status {
@@ -99,6 +104,7 @@ fn device(host: &Host, lv: &LogicalVolume, activate: bool) -> Result<(Device, bo
         Device {
             path,
             rdev: st.rdev,
+            size: lv.size,
         },
         activated,
     ))
@@ -129,6 +135,10 @@ fn already(same: bool, mounted_ro: bool, want_ro: bool, p: &Publish) -> Result<(
 /// Publishes; returns whether the LV had to be activated.
 pub fn publish(host: &Host, p: &Publish) -> Result<bool, Failed> {
     let (dev, activated) = device(host, &p.lv, true)?;
+    let dev = match &p.encryption {
+        Some(key) => unlock(host, &p.lv, &dev, key)?,
+        None => dev,
+    };
     // `ro` among the mount flags asks for read-only as much as the readonly field does.
     let want_ro = p.readonly || p.flags.iter().any(|f| f == "ro");
     match &p.usage {
@@ -263,6 +273,15 @@ fn publish_filesystem(
                 warn!(volume = %id, found = %found, requested, "the volume holds another filesystem than requested: mounting what is there");
                 other
             }
+            None if found == LUKS_SIGNATURE => {
+                return Err(Status::failed_precondition(format!(
+                    "volume {id}: {} holds a LUKS header: it is encrypted (or a snapshot or clone of an encrypted volume) and its StorageClass does not say {}: {}",
+                    dev.path,
+                    csi::encryption::ENCRYPTION_KEY,
+                    csi::encryption::LUKS2
+                ))
+                .into());
+            }
             None => {
                 return Err(Status::failed_precondition(format!(
                     "volume {id}: {} holds {found:?}, not a filesystem this driver mounts (xfs or ext4)",
@@ -310,8 +329,8 @@ fn publish_filesystem(
     // a filesystem also mounted elsewhere was checked when that mount was made.
     if !made && !want_ro && elsewhere.is_none() {
         match fs_size(r, fs, &dev.path, t) {
-            Ok(size) if size < p.lv.size => {
-                info!(volume = %id, from = size, to = p.lv.size, "growing the filesystem to its volume");
+            Ok(size) if size < dev.size => {
+                info!(volume = %id, from = size, to = dev.size, "growing the filesystem to its volume");
                 if let Err(e) = lvm::fs::grow(r, fs, &dev.path, t) {
                     // Still usable at its old size; NodeExpandVolume grows it when asked.
                     warn!(volume = %id, error = %e, "could not grow the filesystem");
@@ -321,6 +340,133 @@ fn publish_filesystem(
             Err(e) => warn!(volume = %id, error = %e, "could not read the filesystem's size"),
         }
     }
+    Ok(())
+}
+
+/// What blkid calls a LUKS (1 or 2) header.
+const LUKS_SIGNATURE: &str = "crypto_LUKS";
+
+/// The decrypted mapping of `lv` (whose device is `lv_dev`), opened with `key`: made on first
+/// use (LUKS2 written only on a device with no signature at all, so no data is ever formatted
+/// over), reused when another publish on this node opened it (the key is still checked: a
+/// wrong key never reaches data through someone else's mapping), and grown when the LV grew
+/// while it was open.
+fn unlock(
+    host: &Host,
+    lv: &LogicalVolume,
+    lv_dev: &Device,
+    key: &lvm::crypt::Key,
+) -> Result<Device, Failed> {
+    use lvm::crypt;
+    let r = host.runner.as_ref();
+    let id = &lv.name;
+    let refused = |what: &str, e: lvm::Error| {
+        let status = if crypt::is_wrong_key(&e) {
+            Status::permission_denied(format!(
+                "volume {id}: the key in the node-publish Secret does not open its LUKS2 header; the data is untouched"
+            ))
+        } else {
+            internal(format!("{what} {}", lv_dev.path), e)
+        };
+        at(Step::Mount)(status)
+    };
+    lvm::dm::crypt_available(r).map_err(|e| at(Step::Mount)(Status::failed_precondition(e)))?;
+    let name = crypt::mapping_name(id);
+    let mapped =
+        crypt::status(r, &name).map_err(|e| internal(format!("reading mapping {name}"), e))?;
+    match mapped {
+        Some(m) => {
+            // Another publish opened it, or a crash came between open and mount.
+            let backing = host.stat(&m.device)?;
+            if backing.as_ref().map(|s| s.rdev) != Some(lv_dev.rdev) {
+                return Err(Status::internal(format!(
+                    "mapping {name} decrypts {}, not volume {id}'s {}",
+                    m.device, lv_dev.path
+                ))
+                .into());
+            }
+            crypt::test_key(r, &lv_dev.path, key).map_err(|e| refused("testing the key of", e))?;
+            if m.offset + m.size < lv.size {
+                info!(volume = %id, "growing the decrypted mapping to its volume");
+                crypt::resize(r, &name).map_err(|e| internal(format!("resizing {name}"), e))?;
+            }
+        }
+        None => {
+            if !crypt::is_luks2(r, &lv_dev.path)
+                .map_err(|e| internal(format!("probing {}", lv_dev.path), e))?
+            {
+                match lvm::fs::signature(r, &lv_dev.path)
+                    .map_err(|e| internal(format!("probing {}", lv_dev.path), e))?
+                {
+                    None => {
+                        info!(volume = %id, "writing a LUKS2 header on first use");
+                        crypt::format(r, &lv_dev.path, key).map_err(|e| {
+                            at(Step::Mkfs)(internal(
+                                format!("formatting LUKS2 on {}", lv_dev.path),
+                                e,
+                            ))
+                        })?;
+                    }
+                    Some(found) => {
+                        return Err(at(Step::Mount)(Status::failed_precondition(format!(
+                            "volume {id} is to be encrypted, but {} already holds {found:?} (written without encryption, or a snapshot or clone of a plain volume): refusing to format over it",
+                            lv_dev.path
+                        ))));
+                    }
+                }
+            }
+            // Thin volumes pass discards down so freed blocks return to the pool.
+            let discards = !lv.pool.is_empty();
+            crypt::open(r, &lv_dev.path, &name, key, discards)
+                .map_err(|e| refused("opening", e))?;
+            info!(volume = %id, mapping = %name, "opened the LUKS2 volume");
+        }
+    }
+    mapping_device(host, &name)?.ok_or_else(|| {
+        Status::internal(format!(
+            "{} is missing after opening it",
+            crypt::mapper_path(&name)
+        ))
+        .into()
+    })
+}
+
+/// The open decrypted mapping `name` as a device, or `None` when it is not open.
+fn mapping_device(host: &Host, name: &str) -> Result<Option<Device>, Status> {
+    let path = lvm::crypt::mapper_path(name);
+    let Some(st) = host.stat(&path)? else {
+        return Ok(None);
+    };
+    if st.kind != Kind::Block {
+        return Err(Status::internal(format!("{path} is not a block device")));
+    }
+    let m = lvm::crypt::status(host.runner.as_ref(), name)
+        .map_err(|e| internal(format!("reading mapping {name}"), e))?;
+    Ok(m.map(|m| Device {
+        path,
+        rdev: st.rdev,
+        size: m.size,
+    }))
+}
+
+/// Closes volume `id`'s decrypted mapping when nothing on the node mounts it any more (the
+/// last unpublish). Cheap for a plain volume: one stat of a path that does not exist.
+pub fn lock(host: &Host, id: &str) -> Result<(), Status> {
+    let name = lvm::crypt::mapping_name(id);
+    let Some(st) = host.stat(&lvm::crypt::mapper_path(&name))? else {
+        return Ok(());
+    };
+    if let Some(m) = host
+        .mounts()?
+        .iter()
+        .find(|m| (m.major, m.minor) == st.rdev)
+    {
+        info!(volume = id, still = %m.mount_point, "keeping the decrypted mapping: still published");
+        return Ok(());
+    }
+    lvm::crypt::close(host.runner.as_ref(), &name)
+        .map_err(|e| internal(format!("closing mapping {name}"), e))?;
+    info!(volume = id, mapping = %name, "closed the LUKS2 volume");
     Ok(())
 }
 
@@ -406,6 +552,15 @@ pub fn expand(host: &Host, lv: &LogicalVolume, path: &str, block: bool) -> Resul
     let st = host
         .stat(path)?
         .ok_or_else(|| Status::not_found(format!("volume_path {path} does not exist")))?;
+    // An open decrypted mapping keeps its size until told: grow it first, for a block volume
+    // and a filesystem alike. (A closed one takes the LV's new size when it is next opened.)
+    let name = lvm::crypt::mapping_name(&lv.name);
+    let mapped = mapping_device(host, &name)?;
+    if let Some(m) = &mapped {
+        lvm::crypt::resize(host.runner.as_ref(), &name)
+            .map_err(|e| internal(format!("resizing mapping {name}"), e))?;
+        info!(volume = %lv.name, mapping = %name, from = m.size, "grew the decrypted mapping");
+    }
     if block || st.kind == Kind::Block {
         return Ok(());
     }
@@ -413,7 +568,10 @@ pub fn expand(host: &Host, lv: &LogicalVolume, path: &str, block: bool) -> Resul
     let Some(m) = mount::top(&mounts, &st.real) else {
         return Ok(());
     };
-    let (dev, _) = device(host, lv, false)?;
+    let dev = match mapped {
+        Some(d) => d,
+        None => device(host, lv, false)?.0,
+    };
     if (m.major, m.minor) != dev.rdev {
         return Err(Status::failed_precondition(format!(
             "volume_path {path} is mounted from another device than volume {}",
