@@ -18,7 +18,7 @@ work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EX
 port=$((20000 + RANDOM % 20000))
 ./target/release/api-double-server --addr "127.0.0.1:$port" --kubeconfig "$work/kubeconfig" --seed "$work/seed.yaml" &
 for _ in $(seq 50); do [ -s "$work/kubeconfig" ] && break; sleep 0.1; done
-KUBECONFIG=$work/kubeconfig RUST_LOG=warn ./target/release/lvms-operator --namespace openshift-storage --metrics-addr "127.0.0.1:$((port + 1))" &
+KUBECONFIG=$work/kubeconfig RUST_LOG=warn ./target/release/lvms-operator --namespace openshift-storage --metrics-insecure --health-addr "127.0.0.1:$((port + 1))" &
 op=$!
 url=http://127.0.0.1:$port/apis/lvm.topolvm.io/v1alpha1/namespaces/openshift-storage/lvmclusters/my-lvmcluster
 for _ in $(seq 100); do

@@ -27,7 +27,7 @@ for _ in \$(seq 100); do [ -s /run/kubeconfig ] && break; sleep 0.1; done
 [ -s /run/kubeconfig ] || { echo "the API double did not start:"; cat /run/server.log; exit 1; }
 start=\$(date +%s.%N)
 KUBECONFIG=/run/kubeconfig NODE_NAME=node-a POD_NAMESPACE=openshift-storage RUST_LOG=warn \
-  ./target/release/vg-manager run --metrics-addr 127.0.0.1:18081 --resync $resync 2>/run/agent.log &
+  ./target/release/vg-manager run --metrics-insecure --health-addr 127.0.0.1:18081 --resync $resync 2>/run/agent.log &
 agent=\$!
 url=http://127.0.0.1:18080/apis/lvm.topolvm.io/v1alpha1/namespaces/openshift-storage/lvmvolumegroupnodestatuses/node-a
 for _ in \$(seq 600); do curl -sf "\$url" | grep -q '"status":"Ready"' && break; sleep 0.2; done

@@ -17,6 +17,7 @@
 //! lists again. A watch ends after `timeoutSeconds` (at most 290 s), with a BOOKMARK at its last
 //! resourceVersion when `allowWatchBookmarks=true`, or when the client drops it.
 
+mod review;
 #[cfg(feature = "server")]
 pub mod served;
 mod watch;
@@ -55,6 +56,8 @@ struct State {
     compacted: u64,
     /// Every change, to the open watches (which wait on it without the lock).
     events: broadcast::Sender<Arc<watch::Event>>,
+    /// Bearer tokens TokenReviews authenticate (see [`ApiDouble::add_token`]).
+    tokens: BTreeMap<String, review::User>,
 }
 
 impl State {
@@ -68,6 +71,7 @@ impl State {
             history_limit,
             compacted: 0,
             events: broadcast::channel(1024).0,
+            tokens: BTreeMap::new(),
         }
     }
 }
@@ -541,6 +545,10 @@ impl ApiDouble {
         } else {
             serde_json::from_slice(&bytes).unwrap_or(Value::Null)
         };
+        // Reviews are answered, never stored.
+        if let Some(response) = review::answer(&st, &parts.method, &t, &body) {
+            return response;
+        }
         let what = || format!("{} {:?}", t.resource, t.name);
         match (parts.method.clone(), &t.name) {
             (Method::GET, None) => {

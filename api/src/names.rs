@@ -20,6 +20,9 @@ pub const NODE_CLEANUP_FINALIZER_PREFIX: &str = "cleanup.vgmanager.node.topolvm.
 pub const LOGICAL_VOLUME_FINALIZER: &str = "topolvm.io/logicalvolume";
 /// Name of the vg-manager DaemonSet.
 pub const VG_MANAGER_NAME: &str = "vg-manager";
+/// The Service over the vg-manager pods' metrics port (also the name in their self-signed
+/// certificate).
+pub const VG_MANAGER_METRICS_SERVICE: &str = "vg-manager-metrics";
 /// Default namespace of the operator and everything it manages.
 pub const DEFAULT_NAMESPACE: &str = "openshift-storage";
 /// Where the vg-manager DaemonSet mounts the host's mount table (the host's /proc/1/mountinfo,

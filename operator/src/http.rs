@@ -1,8 +1,9 @@
-//! `/healthz`, `/readyz` and `/metrics` of the operator (served by http-probe).
+//! The operator's routes: `/healthz` and `/readyz` on the plain health listener, `/metrics` on
+//! the authorized HTTPS one (both served by http-probe).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use http_probe::{OPENMETRICS, Reply, get_path};
+use http_probe::Reply;
 
 use crate::metrics::Metrics;
 
@@ -12,21 +13,19 @@ pub struct Health {
     pub ready: AtomicBool,
 }
 
-/// The response to one request line.
-pub fn respond(request_line: &str, health: &Health, metrics: &Metrics) -> Reply {
-    match get_path(request_line) {
-        None => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
-        Some("/healthz") => ("200 OK", "text/plain", "ok\n".into()),
-        Some("/readyz") if health.ready.load(Ordering::Relaxed) => {
-            ("200 OK", "text/plain", "ok\n".into())
-        }
-        Some("/readyz") => (
-            "503 Service Unavailable",
-            "text/plain",
-            "not leading yet\n".into(),
-        ),
-        Some("/metrics") => ("200 OK", OPENMETRICS, metrics.render()),
-        Some(_) => ("404 Not Found", "text/plain", "not found\n".into()),
+pub fn health(path: &str, health: &Health) -> Reply {
+    match path {
+        "/healthz" => Reply::ok(),
+        "/readyz" if health.ready.load(Ordering::Relaxed) => Reply::ok(),
+        "/readyz" => Reply::text(503, "not leading yet\n"),
+        _ => Reply::not_found(),
+    }
+}
+
+pub fn metrics(path: &str, metrics: &Metrics) -> Reply {
+    match path {
+        "/metrics" => Reply::metrics(metrics.render()),
+        _ => Reply::not_found(),
     }
 }
 
@@ -37,18 +36,16 @@ mod tests {
     #[test]
     fn routes() {
         let (h, m) = (Health::default(), Metrics::default());
-        assert_eq!(respond("GET /healthz HTTP/1.1", &h, &m).0, "200 OK");
-        assert_eq!(
-            respond("GET /readyz HTTP/1.1", &h, &m).0,
-            "503 Service Unavailable"
-        );
+        assert_eq!(health("/healthz", &h).status, 200);
+        assert_eq!(health("/readyz", &h).status, 503);
         h.ready.store(true, Ordering::Relaxed);
-        assert_eq!(respond("GET /readyz HTTP/1.1", &h, &m).0, "200 OK");
-        assert!(respond("GET /metrics HTTP/1.1", &h, &m).2.contains("# EOF"));
+        assert_eq!(health("/readyz", &h).status, 200);
         assert_eq!(
-            respond("POST /healthz HTTP/1.1", &h, &m).0,
-            "405 Method Not Allowed"
+            health("/metrics", &h).status,
+            404,
+            "never on the plain port"
         );
-        assert_eq!(respond("GET /nope HTTP/1.1", &h, &m).0, "404 Not Found");
+        assert!(metrics("/metrics", &m).body.contains("# EOF"));
+        assert_eq!(metrics("/healthz", &m).status, 404);
     }
 }

@@ -1,16 +1,20 @@
-//! lvms-operator: `lvms-operator [--namespace NS] [--metrics-addr ADDR] [--leader-elect]`.
+//! lvms-operator: `lvms-operator [--namespace NS] [--leader-elect] [endpoint flags]`.
 //! Out of cluster it uses KUBECONFIG; in a pod, its service account.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use lvms_operator::config::Config;
+use lvms_operator::manifests::METRICS_SERVICE;
 use lvms_operator::run::{Options, run};
 
-const USAGE: &str = "usage: lvms-operator [--namespace NS] [--metrics-addr HOST:PORT] [--leader-elect]
-  --namespace     namespace of the LVMCluster and managed objects (default: $POD_NAMESPACE, else openshift-storage)
-  --metrics-addr  address of /healthz, /readyz and /metrics (default 0.0.0.0:8080)
-  --leader-elect  hold a Lease before reconciling (for more than one replica)
+const USAGE: &str = "usage: lvms-operator [--namespace NS] [--leader-elect] [--health-addr HOST:PORT] [--metrics-addr HOST:PORT] [--metrics-cert-dir DIR] [--metrics-insecure]
+  --namespace         namespace of the LVMCluster and managed objects (default: $POD_NAMESPACE, else openshift-storage)
+  --leader-elect      hold a Lease before reconciling (for more than one replica)
+  --health-addr       plain HTTP /healthz and /readyz (default 0.0.0.0:8081)
+  --metrics-addr      HTTPS /metrics for callers the API server authorizes (default 0.0.0.0:8443)
+  --metrics-cert-dir  tls.crt and tls.key to serve, re-read every minute; self-signed when absent (default /etc/lvms/metrics-certs)
+  --metrics-insecure  /metrics in plain HTTP on the health address, unauthorized: for a workstation only
 images: RELATED_IMAGE_VG_MANAGER, _CSI_PROVISIONER, _CSI_SNAPSHOTTER, _CSI_RESIZER, _CSI_REGISTRAR, _CSI_LIVENESSPROBE
 logs: RUST_LOG (default info), LOG_FORMAT=json for JSON lines";
 
@@ -20,7 +24,7 @@ fn parse(args: &[String], env: &BTreeMap<String, String>) -> Result<Options, Str
         .filter(|v| !v.is_empty())
         .cloned()
         .unwrap_or_else(|| lvms_api::names::DEFAULT_NAMESPACE.into());
-    let mut metrics_addr = "0.0.0.0:8080".to_string();
+    let mut endpoints = http_probe::Endpoints::new(METRICS_SERVICE, "");
     let mut leader_elect = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -36,9 +40,9 @@ fn parse(args: &[String], env: &BTreeMap<String, String>) -> Result<Options, Str
         };
         match flag {
             "--namespace" => namespace = value()?,
-            "--metrics-addr" => metrics_addr = value()?,
             "--leader-elect" => leader_elect = true,
             "-h" | "--help" => return Err(String::new()),
+            other if endpoints.flag(other, &mut value)? => {}
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -47,9 +51,10 @@ fn parse(args: &[String], env: &BTreeMap<String, String>) -> Result<Options, Str
         .or_else(|| env.get("HOSTNAME"))
         .cloned()
         .unwrap_or_else(|| format!("lvms-operator-{}", std::process::id()));
+    endpoints.service.1 = namespace.clone();
     Ok(Options {
         config: Config::from_env(namespace, env),
-        metrics_addr,
+        endpoints,
         leader_elect,
         identity,
     })
@@ -134,7 +139,24 @@ mod tests {
             &env(&[]),
         )
         .unwrap();
-        assert_eq!(o.metrics_addr, "127.0.0.1:9000");
+        assert_eq!(o.endpoints.metrics_addr, "127.0.0.1:9000");
+        assert_eq!(o.endpoints.health_addr, "0.0.0.0:8081");
+        assert!(!o.endpoints.insecure_metrics);
+        assert_eq!(
+            o.endpoints.service,
+            (
+                "lvms-operator-metrics".to_string(),
+                "openshift-storage".to_string()
+            ),
+            "the self-signed certificate names the Service in the operator's namespace"
+        );
+        let o = parse(
+            &["--metrics-cert-dir=".into(), "--metrics-insecure".into()],
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(o.endpoints.cert_dir, None);
+        assert!(o.endpoints.insecure_metrics);
     }
 
     #[test]

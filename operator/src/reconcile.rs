@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -367,6 +368,11 @@ async fn sync(
     for x in &desired.volume_groups {
         apply(&vgs, x).await?;
     }
+    // Before the workloads, so their pods start isolated.
+    let policies: Api<NetworkPolicy> = Api::namespaced(c.clone(), ns);
+    for x in &desired.network_policies {
+        apply(&policies, x).await?;
+    }
     // Before the DaemonSet: its pods are admitted (or refused) when they are created.
     if let Some(scc) = &desired.scc {
         Api::<DynamicObject>::all_with(c.clone(), &resources::scc::api_resource())
@@ -624,6 +630,10 @@ async fn cleanup(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
     )
     .await?;
     delete(&Api::<CSIDriver>::all(c.clone()), CSI_DRIVER_NAME).await?;
+    let policies: Api<NetworkPolicy> = Api::namespaced(c.clone(), ns);
+    for x in resources::network_policy::network_policies(cluster, &ctx.config) {
+        delete(&policies, &x.name_any()).await?;
+    }
     // Off OpenShift the whole resource is unknown: 404, like an SCC already gone.
     delete(
         &Api::<DynamicObject>::all_with(c.clone(), &resources::scc::api_resource()),

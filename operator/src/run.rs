@@ -23,7 +23,7 @@ use crate::reconcile::{Context, error_policy, reconcile};
 
 pub struct Options {
     pub config: Config,
-    pub metrics_addr: String,
+    pub endpoints: http_probe::Endpoints,
     pub leader_elect: bool,
     pub identity: String,
 }
@@ -31,15 +31,14 @@ pub struct Options {
 pub async fn run(client: Client, opts: Options) -> anyhow_free::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
-    let listener = tokio::net::TcpListener::bind(&opts.metrics_addr)
-        .await
-        .map_err(|e| format!("binding {}: {e}", opts.metrics_addr))?;
-    info!(addr = %opts.metrics_addr, "serving /healthz, /readyz and /metrics");
     let (h, m) = (health.clone(), metrics.clone());
-    tokio::spawn(http_probe::serve(
-        listener,
-        Arc::new(move |line: &str| crate::http::respond(line, &h, &m)),
-    ));
+    opts.endpoints
+        .start(
+            client.clone(),
+            Arc::new(move |path: &str| crate::http::health(path, &h)),
+            Arc::new(move |path: &str| crate::http::metrics(path, &m)),
+        )
+        .await?;
 
     let ns = opts.config.namespace.clone();
     if opts.leader_elect {

@@ -217,6 +217,14 @@ async fn full_lifecycle() {
             .get("apis/storage.k8s.io/v1/csidrivers", None, "topolvm.io")
             .is_some()
     );
+    assert_eq!(
+        h.names("apis/networking.k8s.io/v1/networkpolicies"),
+        [
+            "lvms-operator-network-policy",
+            "topolvm-controller-network-policy",
+            "vg-manager-network-policy"
+        ]
+    );
     assert_eq!(h.names(SCS), ["lvms-bulk", "lvms-fast"]);
     let fast_sc = h.api.get(SCS, None, "lvms-fast").unwrap();
     assert_eq!(
@@ -423,6 +431,7 @@ async fn full_lifecycle() {
         "apis/apps/v1/daemonsets",
         "apis/apps/v1/deployments",
         "apis/storage.k8s.io/v1/csidrivers",
+        "apis/networking.k8s.io/v1/networkpolicies",
         "api/v1/serviceaccounts",
         "apis/rbac.authorization.k8s.io/v1/clusterroles",
         "apis/rbac.authorization.k8s.io/v1/clusterrolebindings",

@@ -14,13 +14,18 @@ use lvm::{Lvm, Mode, Runner};
 
 use vg_manager::discover;
 
-const USAGE: &str = "usage: vg-manager run [--metrics-addr HOST:PORT] [--resync SECONDS] [--host-namespace] [--csi-socket PATH] [--node-name NAME] [--orphan-grace SECONDS]
+const USAGE: &str = "usage: vg-manager run [--health-addr HOST:PORT] [--metrics-addr HOST:PORT] [--metrics-cert-dir DIR] [--metrics-insecure] [--resync SECONDS] [--host-namespace] [--csi-socket PATH] [--node-name NAME] [--orphan-grace SECONDS]
        vg-manager csi-controller --csi-socket PATH [--namespace NS]
        vg-manager discover [--json] [--vg NAME] [--host-namespace] [PATH...]
   run               the node agent: volume groups and thin pools of the LVMVolumeGroups that select
                     this node ($NODE_NAME), status in LVMVolumeGroupNodeStatus, capacity annotations,
                     the LogicalVolumes of this node
-    --metrics-addr  /healthz and /metrics (default 0.0.0.0:8080)
+    --health-addr   plain HTTP /healthz and /readyz (default 0.0.0.0:8081)
+    --metrics-addr  HTTPS /metrics for callers the API server authorizes (default 0.0.0.0:8443)
+    --metrics-cert-dir  tls.crt and tls.key to serve, re-read every minute; self-signed when
+                    absent (default /etc/lvms/metrics-certs)
+    --metrics-insecure  /metrics in plain HTTP on the health address, unauthorized: for a
+                    workstation only
     --resync        seconds between passes when nothing changes (default 60)
     --csi-socket    serve the CSI node and identity services on this unix socket
     --node-name     this node (default $NODE_NAME)
@@ -154,25 +159,30 @@ fn run(args: &[String]) -> Result<(), String> {
     let f = flags(
         args,
         &[
+            "--health-addr",
             "--metrics-addr",
+            "--metrics-cert-dir",
             "--resync",
             "--csi-socket",
             "--orphan-grace",
             "--node-name",
         ],
-        &["--host-namespace"],
+        &["--host-namespace", "--metrics-insecure"],
     )?;
     let node = f.get("--node-name").cloned().or_else(|| env("NODE_NAME")).ok_or(
         "NODE_NAME (or --node-name) must name this node (the DaemonSet sets it from spec.nodeName)",
     )?;
+    let namespace =
+        env("POD_NAMESPACE").unwrap_or_else(|| lvms_api::names::DEFAULT_NAMESPACE.into());
+    let mut endpoints =
+        http_probe::Endpoints::new(lvms_api::names::VG_MANAGER_METRICS_SERVICE, &namespace);
+    for (flag, value) in &f {
+        endpoints.flag(flag, || Ok(value.clone()))?;
+    }
     let opts = vg_manager::run::Options {
         node,
-        namespace: env("POD_NAMESPACE")
-            .unwrap_or_else(|| lvms_api::names::DEFAULT_NAMESPACE.into()),
-        metrics_addr: f
-            .get("--metrics-addr")
-            .cloned()
-            .unwrap_or_else(|| "0.0.0.0:8080".into()),
+        namespace,
+        endpoints,
         resync: seconds(&f, "--resync", 60)?.max(Duration::from_secs(1)),
         mode: if f.contains_key("--host-namespace") {
             Mode::HostNamespace

@@ -2,13 +2,14 @@
 //! node's status object, and otherwise once per resync period, so an idle node runs its three
 //! read commands no more often than that (one, the LVM report, when no class discovers devices). After an LV change only the capacity annotation is
 //! refreshed, from the shared report, without a command. Beside it run
-//! the LogicalVolume controller and, when a socket is given, the CSI node service. Health and
-//! metrics on one port.
+//! the LogicalVolume controller and, when a socket is given, the CSI node service. Health in
+//! plain HTTP, metrics over HTTPS to callers the API server authorizes (http-probe).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use http_probe::Reply;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -26,7 +27,8 @@ use crate::reports::Reports;
 pub struct Options {
     pub node: String,
     pub namespace: String,
-    pub metrics_addr: String,
+    /// Plain /healthz and /readyz; HTTPS /metrics for authorized callers.
+    pub endpoints: http_probe::Endpoints,
     pub resync: Duration,
     pub mode: Mode,
     /// How long an LV of ours without its LogicalVolume is kept before it is removed.
@@ -35,13 +37,19 @@ pub struct Options {
     pub csi_socket: Option<std::path::PathBuf>,
 }
 
-/// The reply to one request line on the health/metrics port.
-pub fn respond(line: &str, metrics: &Metrics) -> http_probe::Reply {
-    match http_probe::get_path(line) {
-        None => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
-        Some("/healthz" | "/readyz") => ("200 OK", "text/plain", "ok\n".into()),
-        Some("/metrics") => ("200 OK", http_probe::OPENMETRICS, metrics.render()),
-        Some(_) => ("404 Not Found", "text/plain", "not found\n".into()),
+/// The health listener's routes.
+pub fn health(path: &str) -> Reply {
+    match path {
+        "/healthz" | "/readyz" => Reply::ok(),
+        _ => Reply::not_found(),
+    }
+}
+
+/// The metrics listener's routes.
+pub fn metrics(path: &str, metrics: &Metrics) -> Reply {
+    match path {
+        "/metrics" => Reply::metrics(metrics.render()),
+        _ => Reply::not_found(),
     }
 }
 
@@ -125,14 +133,14 @@ pub async fn run_with(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
-    let listener = tokio::net::TcpListener::bind(&opts.metrics_addr)
-        .await
-        .map_err(|e| format!("binding {}: {e}", opts.metrics_addr))?;
     let m = metrics.clone();
-    tokio::spawn(http_probe::serve(
-        listener,
-        Arc::new(move |line: &str| respond(line, &m)),
-    ));
+    opts.endpoints
+        .start(
+            client.clone(),
+            Arc::new(health),
+            Arc::new(move |path: &str| self::metrics(path, &m)),
+        )
+        .await?;
 
     let reports = Arc::new(Reports::new(Lvm::new(runner.clone())));
     let agent = Arc::new(Agent::with_reports(
@@ -290,12 +298,13 @@ mod tests {
     #[test]
     fn routes() {
         let m = Metrics::default();
-        assert_eq!(respond("GET /healthz HTTP/1.1", &m).0, "200 OK");
+        assert_eq!(health("/healthz"), Reply::ok());
+        assert_eq!(health("/metrics").status, 404, "never on the plain port");
         assert!(
-            respond("GET /metrics HTTP/1.1", &m)
-                .2
+            metrics("/metrics", &m)
+                .body
                 .contains("vg_manager_passes_total")
         );
-        assert_eq!(respond("GET /x HTTP/1.1", &m).0, "404 Not Found");
+        assert_eq!(metrics("/x", &m).status, 404);
     }
 }

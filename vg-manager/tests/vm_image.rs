@@ -111,6 +111,7 @@ fn start_agent(root: &Path, log: &Path) -> Child {
         &[
             "run",
             &format!("--csi-socket={SOCKET}"),
+            "--health-addr=127.0.0.1:0",
             "--metrics-addr=127.0.0.1:0",
             "--resync=5",
         ],

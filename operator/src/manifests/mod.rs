@@ -21,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use crate::config::IMAGE_VARS;
+use crate::resources::metrics_tls;
 use crate::resources::rbac::{operator_cluster_rules, operator_namespace_rules};
 use crate::resources::vg_manager::field_env;
 
@@ -31,7 +32,10 @@ pub const NAMESPACE: &str = lvms_api::names::DEFAULT_NAMESPACE;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The operator's own image; `config/manager/kustomization.yaml` lets users override it.
 pub const OPERATOR_IMAGE_NAME: &str = "ghcr.io/lvms-rs/lvms-operator";
-pub const METRICS_PORT: i32 = 8080;
+pub const METRICS_PORT: i32 = crate::resources::metrics_tls::PORT;
+/// The operator's metrics Service, and the Secret service-ca writes its certificate into.
+pub const METRICS_SERVICE: &str = "lvms-operator-metrics";
+pub const METRICS_CERT_SECRET: &str = "lvms-operator-metrics-cert";
 pub const MIN_KUBE_VERSION: &str = "1.28.0";
 pub const CHANNEL: &str = "alpha";
 pub const HEADER: &str =
@@ -156,7 +160,7 @@ fn probe(path: &str, initial_delay: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("metrics".into()),
+            port: IntOrString::String("health".into()),
             ..Default::default()
         }),
         initial_delay_seconds: Some(initial_delay),
@@ -186,17 +190,18 @@ pub fn deployment_spec() -> DeploymentSpec {
     let container = Container {
         name: "manager".into(),
         image: Some(operator_image()),
-        args: Some(vec![
-            "--leader-elect".into(),
-            format!("--metrics-addr=0.0.0.0:{METRICS_PORT}"),
-        ]),
+        args: Some([vec!["--leader-elect".to_string()], metrics_tls::args()].concat()),
         env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some("metrics".into()),
-            container_port: METRICS_PORT,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
+        ports: Some(vec![
+            metrics_tls::port(),
+            ContainerPort {
+                name: Some("health".into()),
+                container_port: metrics_tls::HEALTH_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
+        volume_mounts: Some(vec![metrics_tls::mount()]),
         liveness_probe: Some(probe("/healthz", 15)),
         readiness_probe: Some(probe("/readyz", 5)),
         resources: Some(ResourceRequirements {
@@ -238,6 +243,7 @@ pub fn deployment_spec() -> DeploymentSpec {
             spec: Some(PodSpec {
                 service_account_name: Some(NAME.into()),
                 containers: vec![container],
+                volumes: Some(vec![metrics_tls::volume(METRICS_CERT_SECRET)]),
                 security_context: Some(PodSecurityContext {
                     run_as_non_root: Some(true),
                     seccomp_profile: Some(SeccompProfile {
@@ -623,12 +629,13 @@ fn value<T: serde::Serialize>(obj: &T) -> Value {
     serde_json::to_value(obj).expect("manifests serialize")
 }
 
-/// The objects of `config/prometheus`, by file name.
-fn monitoring_objects() -> Vec<(String, Value)> {
+/// The objects of `config/prometheus` (trusting self-signed certificates) or of the bundle
+/// (trusting OpenShift's service CA), by file name.
+fn monitoring_objects(trust: monitoring::Trust) -> Vec<(String, Value)> {
     [
         (
             "service_monitor.yaml",
-            monitoring::operator_service_monitor(),
+            monitoring::operator_service_monitor(trust),
         ),
         (
             "vg_manager_service.yaml",
@@ -636,12 +643,20 @@ fn monitoring_objects() -> Vec<(String, Value)> {
         ),
         (
             "vg_manager_service_monitor.yaml",
-            monitoring::vg_manager_service_monitor(),
+            monitoring::vg_manager_service_monitor(trust),
         ),
         ("role.yaml", value(&monitoring::metrics_role())),
         (
             "role_binding.yaml",
             value(&monitoring::metrics_role_binding()),
+        ),
+        (
+            "metrics_reader_cluster_role.yaml",
+            value(&monitoring::metrics_reader_cluster_role()),
+        ),
+        (
+            "metrics_reader_binding.yaml",
+            value(&monitoring::metrics_reader_binding()),
         ),
         ("prometheus_rule.yaml", monitoring::prometheus_rule()),
     ]
@@ -710,7 +725,7 @@ pub fn generate(root: &Path) -> std::io::Result<Vec<(String, String)>> {
         to_yaml(&manager_kustomization()),
     );
 
-    let monitoring = monitoring_objects();
+    let monitoring = monitoring_objects(monitoring::Trust::SelfSigned);
     for (file, obj) in &monitoring {
         add(&format!("config/prometheus/{file}"), to_yaml(obj));
     }
@@ -749,7 +764,10 @@ pub fn generate(root: &Path) -> std::io::Result<Vec<(String, String)>> {
     // The bundle's other objects, as operator-sdk names and writes them: OLM creates them in
     // the namespace the operator is installed in, so they carry none.
     let metrics = value(&monitoring::operator_metrics_service());
-    for obj in std::iter::once(metrics).chain(monitoring.into_iter().map(|(_, obj)| obj)) {
+    let bundled = monitoring_objects(monitoring::Trust::ServiceCa)
+        .into_iter()
+        .map(|(_, obj)| obj);
+    for obj in std::iter::once(metrics).chain(bundled) {
         let (file, obj) = bundle_object(obj);
         add(&format!("bundle/manifests/{file}"), to_yaml(&obj));
     }

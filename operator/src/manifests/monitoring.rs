@@ -9,19 +9,24 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use lvms_api::names::VG_MANAGER_NAME;
+use lvms_api::names::{VG_MANAGER_METRICS_SERVICE, VG_MANAGER_NAME};
 use serde_json::{Value, json};
 
-use super::{METRICS_PORT, NAME, NAMESPACE, labels, meta, selector_labels};
-use crate::resources::vg_manager::METRICS_PORT as AGENT_PORT;
+use super::{METRICS_CERT_SECRET, METRICS_SERVICE, NAME, NAMESPACE, labels, meta, selector_labels};
+use crate::resources::metrics_tls::{self, PORT_NAME};
+use crate::resources::vg_manager::METRICS_CERT_SECRET as VG_MANAGER_CERT_SECRET;
 
 /// LVMS's names for the Prometheus RBAC and for the rule object: a cluster moving from LVMS
 /// replaces them rather than keeping a second copy that would fire every alert twice.
 pub const METRICS_RBAC_NAME: &str = "lvms-metrics";
 pub const RULE_NAME: &str = "prometheus-lvmo-rules";
+/// The ClusterRole (and binding) that lets Prometheus read `/metrics`.
+pub const METRICS_READER_NAME: &str = "lvms-metrics-reader";
 
 /// Prometheus service accounts that discover targets with namespaced permissions only:
 /// OpenShift's cluster monitoring and kube-prometheus. (kube-prometheus-stack's Prometheus has a
@@ -46,7 +51,34 @@ pub const RAID_DEGRADED_FOR_MINUTES: u32 = 5;
 pub const RAID_FAILED_FOR_MINUTES: u32 = 1;
 pub const RAID_SYNC_SLOW_MINUTES: u32 = 30;
 
-fn service_monitor(name: &str, port: &str, selector: Value) -> Value {
+/// How Prometheus checks the metrics endpoints' certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// OpenShift (the OLM bundle): the serving certificate comes from service-ca, whose CA
+    /// cluster monitoring mounts into Prometheus; verified for the Service's name.
+    ServiceCa,
+    /// Elsewhere (`config/prometheus`): the pods serve a self-signed certificate unless a Secret
+    /// of the same name is provided (cert-manager), so the certificate is not verified. The
+    /// bearer token still is: TLS here keeps the metrics and the token off the wire, but not
+    /// from a host that takes over the pod's IP. With a real certificate, set `caFile` and
+    /// `serverName` as the bundle does.
+    SelfSigned,
+}
+
+/// Where OpenShift's cluster monitoring mounts the service CA bundle in Prometheus.
+pub const SERVICE_CA_FILE: &str =
+    "/etc/prometheus/configmaps/serving-certs-ca-bundle/service-ca.crt";
+/// Prometheus's own service-account token, sent as the bearer token the pods check.
+const TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+fn service_monitor(name: &str, service: &str, port: &str, selector: Value, trust: Trust) -> Value {
+    let tls = match trust {
+        Trust::ServiceCa => json!({
+            "caFile": SERVICE_CA_FILE,
+            "serverName": format!("{service}.{NAMESPACE}.svc"),
+        }),
+        Trust::SelfSigned => json!({"insecureSkipVerify": true}),
+    };
     json!({
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
@@ -54,33 +86,47 @@ fn service_monitor(name: &str, port: &str, selector: Value) -> Value {
         // No namespaceSelector: a ServiceMonitor looks in its own namespace, which is right
         // wherever the install is (kustomize can move it, OLM puts it in the operator's).
         "spec": {
-            "endpoints": [{"port": port, "path": "/metrics", "interval": "30s"}],
+            "endpoints": [{
+                "port": port,
+                "path": "/metrics",
+                "interval": "30s",
+                "scheme": "https",
+                "bearerTokenFile": TOKEN_FILE,
+                "tlsConfig": tls,
+            }],
             "selector": {"matchLabels": selector},
         },
     })
 }
 
-pub fn operator_service_monitor() -> Value {
-    service_monitor(NAME, "metrics", json!(selector_labels()))
+pub fn operator_service_monitor(trust: Trust) -> Value {
+    service_monitor(
+        NAME,
+        METRICS_SERVICE,
+        PORT_NAME,
+        json!(selector_labels()),
+        trust,
+    )
 }
 
-/// A Service over the metrics port `port_name` (number `port`) of the pods `selector` picks.
+/// A Service over the metrics port of the pods `selector` picks, with service-ca's serving
+/// certificate written into `cert_secret` on OpenShift.
 fn metrics_service(
-    metadata: ObjectMeta,
+    mut metadata: ObjectMeta,
     selector: BTreeMap<String, String>,
-    port_name: &str,
-    port: i32,
+    cert_secret: &str,
     headless: bool,
 ) -> Service {
+    metadata.annotations = Some(metrics_tls::service_annotations(cert_secret));
     Service {
         metadata,
         spec: Some(ServiceSpec {
             cluster_ip: headless.then(|| "None".into()),
             selector: Some(selector),
             ports: Some(vec![ServicePort {
-                name: Some(port_name.into()),
-                port,
-                target_port: Some(IntOrString::String(port_name.into())),
+                name: Some(PORT_NAME.into()),
+                port: metrics_tls::PORT,
+                target_port: Some(IntOrString::String(PORT_NAME.into())),
                 protocol: Some("TCP".into()),
                 ..Default::default()
             }]),
@@ -93,10 +139,9 @@ fn metrics_service(
 /// The operator's metrics Service (`config/manager`, and the bundle).
 pub fn operator_metrics_service() -> Service {
     metrics_service(
-        meta(&format!("{NAME}-metrics"), true),
+        meta(METRICS_SERVICE, true),
         selector_labels(),
-        "metrics",
-        METRICS_PORT,
+        METRICS_CERT_SECRET,
         false,
     )
 }
@@ -104,25 +149,66 @@ pub fn operator_metrics_service() -> Service {
 /// A Service over the vg-manager pods' metrics port: the gauges the alerts read are
 /// served by the agents, not by the operator. Selector and port come from the DaemonSet builder's
 /// own labels and port, so the two cannot drift. Headless: one endpoint per node agent, nothing
-/// to balance.
+/// to balance (service-ca signs headless Services too).
 pub fn vg_manager_metrics_service() -> Service {
-    let mut metadata = meta(&format!("{VG_MANAGER_NAME}-metrics"), true);
+    let mut metadata = meta(VG_MANAGER_METRICS_SERVICE, true);
     metadata.labels = Some(crate::resources::labels(VG_MANAGER_NAME));
     metrics_service(
         metadata,
         crate::resources::labels(VG_MANAGER_NAME),
-        "http-metrics",
-        AGENT_PORT,
+        VG_MANAGER_CERT_SECRET,
         true,
     )
 }
 
-pub fn vg_manager_service_monitor() -> Value {
+pub fn vg_manager_service_monitor(trust: Trust) -> Value {
     service_monitor(
         VG_MANAGER_NAME,
-        "http-metrics",
+        VG_MANAGER_METRICS_SERVICE,
+        PORT_NAME,
         json!(crate::resources::labels(VG_MANAGER_NAME)),
+        trust,
     )
+}
+
+/// The ClusterRole a scraper needs on top of discovery: `get` on the `/metrics` URL, which the
+/// pods check with a SubjectAccessReview for each new token. Non-resource URLs exist only in
+/// ClusterRoles, so it is cluster-wide (it opens no data, only these metrics endpoints and any
+/// other `/metrics` that authorizes the same way).
+pub fn metrics_reader_cluster_role() -> ClusterRole {
+    ClusterRole {
+        metadata: meta(METRICS_READER_NAME, false),
+        rules: Some(vec![PolicyRule {
+            non_resource_urls: Some(vec!["/metrics".into()]),
+            verbs: vec!["get".into()],
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+pub fn metrics_reader_binding() -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: meta(METRICS_READER_NAME, false),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: METRICS_READER_NAME.into(),
+        },
+        subjects: Some(prometheus_subjects()),
+    }
+}
+
+fn prometheus_subjects() -> Vec<Subject> {
+    PROMETHEUS_ACCOUNTS
+        .iter()
+        .map(|(namespace, name)| Subject {
+            kind: "ServiceAccount".into(),
+            name: name.to_string(),
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// What service discovery reads in the install's namespace: the Services, their endpoints (or
@@ -160,17 +246,7 @@ pub fn metrics_role_binding() -> RoleBinding {
             kind: "Role".into(),
             name: METRICS_RBAC_NAME.into(),
         },
-        subjects: Some(
-            PROMETHEUS_ACCOUNTS
-                .iter()
-                .map(|(namespace, name)| Subject {
-                    kind: "ServiceAccount".into(),
-                    name: name.to_string(),
-                    namespace: Some(namespace.to_string()),
-                    ..Default::default()
-                })
-                .collect(),
-        ),
+        subjects: Some(prometheus_subjects()),
     }
 }
 

@@ -3,6 +3,8 @@
 
 pub mod csi_controller;
 pub mod csi_driver;
+pub mod metrics_tls;
+pub mod network_policy;
 pub mod rbac;
 pub mod scc;
 pub mod snapshot_class;
@@ -128,6 +130,7 @@ pub struct Desired {
     pub snapshot_classes: Vec<snapshot_class::VolumeSnapshotClass>,
     /// SecurityContextConstraints for vg-manager, on OpenShift only.
     pub scc: Option<serde_json::Value>,
+    pub network_policies: Vec<k8s_openapi::api::networking::v1::NetworkPolicy>,
 }
 
 pub fn desired(cluster: &LVMCluster, config: &Config, discovery: &Discovery) -> Desired {
@@ -140,6 +143,7 @@ pub fn desired(cluster: &LVMCluster, config: &Config, discovery: &Discovery) -> 
         storage_classes: storage_class::storage_classes(cluster, discovery),
         snapshot_classes: snapshot_class::snapshot_classes(cluster, discovery),
         scc: scc::security_context_constraints(cluster, config, discovery),
+        network_policies: network_policy::network_policies(cluster, config),
     }
 }
 

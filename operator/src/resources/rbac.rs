@@ -33,6 +33,15 @@ const EVENTS: Rule = Rule(
     &["create", "patch", "update"],
 );
 
+/// Who may read `/metrics` is the API server's decision (http-probe's authorizer asks it for
+/// every new bearer token): the operator and every vg-manager create these reviews.
+const TOKEN_REVIEWS: Rule = Rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]);
+const ACCESS_REVIEWS: Rule = Rule(
+    &["authorization.k8s.io"],
+    &["subjectaccessreviews"],
+    &["create"],
+);
+
 /// vg-manager, cluster-wide: its Node (capacity annotations), LogicalVolumes of its node.
 pub const VG_MANAGER_CLUSTER_RULES: &[Rule] = &[
     Rule(
@@ -54,6 +63,8 @@ pub const VG_MANAGER_CLUSTER_RULES: &[Rule] = &[
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
     EVENTS,
+    TOKEN_REVIEWS,
+    ACCESS_REVIEWS,
 ];
 
 /// vg-manager, in the operator's namespace: its volume groups and its node status report.
@@ -171,9 +182,13 @@ pub const OPERATOR_OWN_CLUSTER_RULES: &[Rule] = &[
         ALL,
     ),
     EVENTS,
+    TOKEN_REVIEWS,
+    ACCESS_REVIEWS,
 ];
 
 pub const OPERATOR_OWN_NAMESPACE_RULES: &[Rule] = &[
+    // Its workloads' NetworkPolicies (resources::network_policy).
+    Rule(&["networking.k8s.io"], &["networkpolicies"], ALL),
     Rule(&["lvm.topolvm.io"], &["lvmclusters"], MODIFY),
     Rule(
         &["lvm.topolvm.io"],

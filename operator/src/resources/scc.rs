@@ -122,6 +122,8 @@ mod tests {
                 "hostPath"
             } else if v.empty_dir.is_some() {
                 "emptyDir"
+            } else if v.secret.is_some() {
+                "secret"
             } else {
                 panic!("volume {} of an unexpected type", v.name)
             };

@@ -22,7 +22,10 @@ use crate::config::Config;
 /// Where the CSI socket lives inside the pod; the host side is the kubelet's plugin dir.
 pub const CSI_SOCKET_DIR: &str = "/run/topolvm";
 pub const CSI_SOCKET: &str = "/run/topolvm/csi-topolvm.sock";
-pub const METRICS_PORT: i32 = 8080;
+pub const METRICS_PORT: i32 = super::metrics_tls::PORT;
+/// The Secret service-ca writes the agents' serving certificate into (the `vg-manager-metrics`
+/// Service's annotation names it).
+pub const METRICS_CERT_SECRET: &str = "vg-manager-metrics-cert";
 pub const HEALTH_PORT: i32 = 9808;
 
 /// The nodes the agent must run on: the union of every class's selector. One class without a
@@ -158,23 +161,18 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
         name: VG_MANAGER_NAME.into(),
         image: Some(config.images.vg_manager.clone()),
         command: Some(vec!["/usr/bin/vg-manager".into()]),
-        args: Some(vec![
-            "run".into(),
-            format!("--csi-socket={CSI_SOCKET}"),
-            format!("--metrics-addr=0.0.0.0:{METRICS_PORT}"),
-        ]),
+        args: Some(
+            [
+                vec!["run".to_string(), format!("--csi-socket={CSI_SOCKET}")],
+                super::metrics_tls::args(),
+            ]
+            .concat(),
+        ),
         env: Some(vec![
             field_env("NODE_NAME", "spec.nodeName"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
         ]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("http-metrics".into()),
-                container_port: METRICS_PORT,
-                ..Default::default()
-            },
-            health_port(),
-        ]),
+        ports: Some(vec![super::metrics_tls::port(), health_port()]),
         liveness_probe: Some(csi_liveness_probe()),
         // The image's lvm2 works on the host's devices with the host's udev database, VG locks
         // (/run/lock/lvm: host and pod commands must exclude each other), lvm2 runtime state and
@@ -207,6 +205,7 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
                 ..mount("host-mountinfo", HOST_MOUNTINFO, None)
             },
             mount("plugin-dir", CSI_SOCKET_DIR, None),
+            super::metrics_tls::mount(),
             mount(
                 "pods-dir",
                 &format!("{kubelet}/pods"),
@@ -259,6 +258,7 @@ pub fn daemon_set(cluster: &LVMCluster, config: &Config) -> DaemonSet {
             "Directory",
         ),
         host_path("pods-dir", &format!("{kubelet}/pods"), "DirectoryOrCreate"),
+        super::metrics_tls::volume(METRICS_CERT_SECRET),
         host_path(
             "csi-plugins-dir",
             &format!("{kubelet}/plugins/kubernetes.io/csi"),
@@ -468,17 +468,37 @@ mod tests {
             .as_ref()
             .unwrap()
             .iter()
-            .find(|p| p.name.as_deref() == Some("http-metrics"))
+            .find(|p| p.name.as_deref() == Some("https-metrics"))
             .unwrap();
         assert_eq!(port.container_port, METRICS_PORT);
+        let args = agent.args.as_ref().unwrap();
         assert!(
-            agent
-                .args
-                .as_ref()
-                .unwrap()
-                .contains(&format!("--metrics-addr=0.0.0.0:{METRICS_PORT}")),
-            "the agent serves the probed port"
+            args.contains(&format!("--metrics-addr=0.0.0.0:{METRICS_PORT}")),
+            "the agent serves the declared port"
         );
+        assert!(!args.iter().any(|a| a == "--metrics-insecure"));
+        // The serving certificate: the Secret is optional (the pod starts before service-ca
+        // has written it) and mounted where --metrics-cert-dir points.
+        let cert = p
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find_map(|v| v.secret.as_ref())
+            .unwrap();
+        assert_eq!(
+            (cert.secret_name.as_deref(), cert.optional),
+            (Some(METRICS_CERT_SECRET), Some(true))
+        );
+        let dir = agent
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "metrics-cert")
+            .unwrap();
+        assert_eq!(dir.read_only, Some(true));
+        assert!(args.contains(&format!("--metrics-cert-dir={}", dir.mount_path)));
     }
 
     #[test]

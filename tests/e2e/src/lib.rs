@@ -1,5 +1,6 @@
 //! Helpers of the end-to-end suite (`tests/cluster.rs`): when to run, the LVMCluster the suite
-//! installs, object builders, bounded waits and cleanup.
+//! installs, object builders, bounded waits and cleanup, and the scrape of the agents' HTTPS
+//! metrics endpoint.
 //!
 //! The suite runs only with `LVMS_E2E=1` and `KUBECONFIG` naming a kubeconfig file; otherwise
 //! every test prints why it is skipped and passes. Optional: `LVMS_E2E_NAMESPACE` (default
@@ -10,23 +11,31 @@
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
     Container, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, SeccompProfile,
-    SecurityContext, TypedLocalObjectReference, Volume, VolumeDevice, VolumeMount,
+    SecurityContext, ServiceAccount, TypedLocalObjectReference, Volume, VolumeDevice, VolumeMount,
     VolumeResourceRequirements,
 };
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, PostParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, Patch,
+    PatchParams, PostParams,
 };
 use kube::{Client, Resource, ResourceExt};
 use lvms_api::{
     DeviceClass, DeviceFilesystemType, DeviceSelector, LVMCluster, LVMClusterSpec, ReclaimPolicy,
     Storage, StorageClassOptions, ThinPoolConfig, VolumeBindingMode,
 };
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::json;
 
 /// Errors of the suite are messages that say what was waited for and what was seen.
@@ -892,6 +901,304 @@ pub fn class_metric(text: &str, name: &str, node: &str, class: &str) -> Option<f
         .map(|(_, v)| v)
 }
 
+// ---------------------------------------------------------------------------------------------
+// The agents' metrics endpoint: HTTPS, for callers the API server authorizes.
+// ---------------------------------------------------------------------------------------------
+
+/// The name of the vg-manager container port that serves `/metrics` (HTTPS only).
+pub const METRICS_PORT_NAME: &str = "https-metrics";
+/// The ClusterRole LVMS ships for scrapers (config/prometheus/metrics_reader_cluster_role.yaml):
+/// `get` on the non-resource URL `/metrics`.
+pub const METRICS_READER_ROLE: &str = "lvms-metrics-reader";
+/// The suite's scraper: a ServiceAccount bound (by a ClusterRoleBinding of the same name) to
+/// [`METRICS_READER_ROLE`].
+pub const SCRAPER_ACCOUNT: &str = "lvms-e2e-scraper";
+/// A ServiceAccount of the suite without that binding.
+pub const NO_METRICS_ACCOUNT: &str = "lvms-e2e-no-metrics";
+/// Lifetime of the suite's ServiceAccount tokens (the API server's minimum).
+const TOKEN_SECONDS: i64 = 600;
+/// How long one HTTPS GET over a port-forward may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Field manager of the suite's server-side applies.
+const FIELD_MANAGER: &str = "lvms-e2e";
+
+/// A ServiceAccount of the suite.
+pub fn service_account(name: &str, namespace: &str) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(name, namespace),
+        ..Default::default()
+    }
+}
+
+/// A ClusterRoleBinding `name` of ClusterRole `role` to ServiceAccount `account` of `namespace`.
+pub fn cluster_role_binding(
+    name: &str,
+    role: &str,
+    account: &str,
+    namespace: &str,
+) -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: role.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: account.into(),
+            namespace: Some(namespace.into()),
+            api_group: None,
+        }]),
+    }
+}
+
+/// A TLS client configuration that takes whatever certificate the server shows, for the
+/// suite's scrape of the agents: the suite proves who may read the metrics (authentication and
+/// authorization), not the certificate chain, which depends on the platform (OpenShift's
+/// service-ca signs it; elsewhere the agent signs its own). The handshake signatures are still
+/// checked, so the server does hold the key of the certificate it shows.
+pub fn any_server_cert_tls() -> Res<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(AnyServerCert(provider.signature_verification_algorithms));
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate; verifies the handshake signatures with ring's algorithms.
+#[derive(Debug)]
+struct AnyServerCert(rustls::crypto::WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// The first `max` characters of `text`, marked when cut (for messages).
+pub fn excerpt(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// Creates `obj` or brings an existing one (left by an earlier run) to it: server-side apply.
+pub async fn apply<K>(api: &Api<K>, obj: &K) -> Res<K>
+where
+    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let kind = K::kind(&Default::default()).to_string();
+    let name = obj.name_any();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(|e| format!("applying {kind} {name}: {e}"))
+}
+
+impl Env {
+    /// GET `path` from the API server as is: the status and body, whatever the status (kube's
+    /// `request_text` turns a refusal into an error and hides who refused).
+    pub async fn raw_get(&self, path: &str) -> Res<(u16, String)> {
+        let request = http::Request::get(path)
+            .body(kube::client::Body::from(Vec::new()))
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let response = self
+            .client
+            .send(request)
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("GET {path}: reading the body after status {status}: {e}"))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// A fresh token of ServiceAccount `name` (TokenRequest), for the API server's audience.
+    pub async fn service_account_token(&self, name: &str) -> Res<String> {
+        let accounts: Api<ServiceAccount> = self.api();
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: Vec::new(),
+                expiration_seconds: Some(TOKEN_SECONDS),
+                bound_object_ref: None,
+            },
+            ..Default::default()
+        };
+        let answer: TokenRequest = accounts
+            .create_subresource("token", name, &PostParams::default(), &request)
+            .await
+            .map_err(|e| format!("requesting a token of ServiceAccount {name}: {e}"))?;
+        answer
+            .status
+            .map(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| format!("the TokenRequest of ServiceAccount {name} returned no token"))
+    }
+
+    /// GET `/metrics` over HTTPS from port `port` of pod `pod`, through a port-forward (the
+    /// API server's pod proxy drops the caller's Authorization header), with `token` as the
+    /// bearer token; the status and body. The certificate is not checked
+    /// ([`any_server_cert_tls`]).
+    pub async fn scrape_pod(
+        &self,
+        pod: &str,
+        port: u16,
+        token: Option<&str>,
+    ) -> Res<(u16, String)> {
+        let tls = any_server_cert_tls()?;
+        let pods: Api<Pod> = self.api();
+        let mut forward = pods
+            .portforward(pod, &[port])
+            .await
+            .map_err(|e| format!("port-forward to {pod}:{port}: {e}"))?;
+        let forwarded = forward.take_stream(port);
+        let forward_error = forward.take_error(port);
+        // The name the agent's certificate carries, as a scraper through the Service would
+        // send it (only SNI here: the certificate is not checked).
+        let server_name = format!(
+            "{}.{}.svc",
+            lvms_api::names::VG_MANAGER_METRICS_SERVICE,
+            self.namespace
+        );
+        let result = match forwarded {
+            None => Err(format!(
+                "the port-forward to {pod} has no stream for port {port}"
+            )),
+            Some(stream) => {
+                let get =
+                    http_probe::client::get_with(stream, tls, &server_name, "/metrics", token);
+                match tokio::time::timeout(SCRAPE_TIMEOUT, get).await {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(e)) => {
+                        // What the kubelet said about the forward (connection refused, ...).
+                        let said = match forward_error {
+                            Some(f) => tokio::time::timeout(Duration::from_secs(2), f)
+                                .await
+                                .ok()
+                                .flatten(),
+                            None => None,
+                        };
+                        Err(format!(
+                            "GET https://{pod}:{port}/metrics over a port-forward: {e}{}",
+                            said.map(|m| format!(" (port-forward: {m})"))
+                                .unwrap_or_default()
+                        ))
+                    }
+                    Err(_) => Err(format!(
+                        "GET https://{pod}:{port}/metrics over a port-forward: no answer within {}s",
+                        SCRAPE_TIMEOUT.as_secs()
+                    )),
+                }
+            }
+        };
+        forward.abort();
+        result
+    }
+
+    /// The suite's two ServiceAccounts ([`SCRAPER_ACCOUNT`], bound to [`METRICS_READER_ROLE`],
+    /// and [`NO_METRICS_ACCOUNT`]), created or brought back to the suite's spec if an earlier
+    /// run left them; their tokens (scraper, other). [`Env::remove_metrics_accounts`] deletes
+    /// them.
+    pub async fn metrics_accounts(&self) -> Res<(String, String)> {
+        let roles: Api<ClusterRole> = Api::all(self.client.clone());
+        if roles
+            .get_opt(METRICS_READER_ROLE)
+            .await
+            .map_err(s)?
+            .is_none()
+        {
+            return Err(format!(
+                "ClusterRole {METRICS_READER_ROLE} is missing: LVMS ships it \
+                 (config/prometheus/metrics_reader_cluster_role.yaml) for scrapers"
+            ));
+        }
+        let accounts: Api<ServiceAccount> = self.api();
+        for name in [SCRAPER_ACCOUNT, NO_METRICS_ACCOUNT] {
+            apply(&accounts, &service_account(name, &self.namespace)).await?;
+        }
+        let bindings: Api<ClusterRoleBinding> = Api::all(self.client.clone());
+        apply(
+            &bindings,
+            &cluster_role_binding(
+                SCRAPER_ACCOUNT,
+                METRICS_READER_ROLE,
+                SCRAPER_ACCOUNT,
+                &self.namespace,
+            ),
+        )
+        .await?;
+        Ok((
+            self.service_account_token(SCRAPER_ACCOUNT).await?,
+            self.service_account_token(NO_METRICS_ACCOUNT).await?,
+        ))
+    }
+
+    /// Deletes what [`Env::metrics_accounts`] made (absent is fine); the failures.
+    pub async fn remove_metrics_accounts(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let bindings: Api<ClusterRoleBinding> = Api::all(self.client.clone());
+        if let Err(e) = delete_and_wait(&bindings, SCRAPER_ACCOUNT, OBJECT_TIMEOUT).await {
+            errors.push(format!(
+                "cleanup of ClusterRoleBinding {SCRAPER_ACCOUNT}: {e}"
+            ));
+        }
+        let accounts: Api<ServiceAccount> = self.api();
+        for name in [SCRAPER_ACCOUNT, NO_METRICS_ACCOUNT] {
+            if let Err(e) = delete_and_wait(&accounts, name, OBJECT_TIMEOUT).await {
+                errors.push(format!("cleanup of ServiceAccount {name}: {e}"));
+            }
+        }
+        errors
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1167,6 +1474,124 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         );
         assert_eq!(storage_class_name("vg1"), "lvms-vg1");
+    }
+
+    #[test]
+    fn metrics_accounts_are_labelled_and_bound_to_the_reader_role() {
+        let sa = service_account(SCRAPER_ACCOUNT, "ns");
+        assert_eq!(sa.metadata.namespace.as_deref(), Some("ns"));
+        assert_eq!(sa.metadata.labels.unwrap()[E2E_LABEL.0], E2E_LABEL.1);
+        let b = cluster_role_binding(SCRAPER_ACCOUNT, METRICS_READER_ROLE, SCRAPER_ACCOUNT, "ns");
+        let v = serde_json::to_value(&b).unwrap();
+        assert_eq!(v["apiVersion"], "rbac.authorization.k8s.io/v1");
+        assert_eq!(v["kind"], "ClusterRoleBinding");
+        assert_eq!(v["metadata"]["name"], SCRAPER_ACCOUNT);
+        assert!(v["metadata"].get("namespace").is_none(), "{v}");
+        assert_eq!(v["metadata"]["labels"][E2E_LABEL.0], E2E_LABEL.1);
+        assert_eq!(
+            v["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                   "name": "lvms-metrics-reader"})
+        );
+        assert_eq!(
+            v["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "lvms-e2e-scraper", "namespace": "ns"}])
+        );
+    }
+
+    /// The names the test relies on are the ones LVMS ships.
+    #[test]
+    fn the_shipped_manifests_have_the_reader_role_and_the_https_port() {
+        let role = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/prometheus/metrics_reader_cluster_role.yaml"
+        ));
+        assert!(role.contains("kind: ClusterRole\n"), "{role}");
+        assert!(
+            role.contains(&format!("name: {METRICS_READER_ROLE}\n")),
+            "{role}"
+        );
+        assert!(
+            role.contains("- nonResourceURLs:\n  - /metrics\n  verbs:\n  - get\n"),
+            "{role}"
+        );
+        let service = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/prometheus/vg_manager_service.yaml"
+        ));
+        assert!(
+            service.contains(&format!(
+                "name: {}\n",
+                lvms_api::names::VG_MANAGER_METRICS_SERVICE
+            )),
+            "{service}"
+        );
+        assert!(
+            service.contains(&format!("targetPort: {METRICS_PORT_NAME}\n")),
+            "{service}"
+        );
+    }
+
+    /// Answers one HTTPS request with `up 1` on `io`, with the agent's self-signed certificate;
+    /// returns the request head it read (empty when the handshake failed).
+    async fn serve_once(
+        certs: Arc<http_probe::tls::Certificates>,
+        io: tokio::io::DuplexStream,
+    ) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut tls) = certs.acceptor().unwrap().accept(io).await else {
+            return String::new();
+        };
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = tls
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nup 1\n")
+            .await;
+        let _ = tls.shutdown().await;
+        String::from_utf8_lossy(&head).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_scrape_takes_a_self_signed_certificate_and_sends_the_token() {
+        let names = http_probe::tls::service_names("vg-manager-metrics", "ns");
+        let certs = http_probe::tls::Certificates::new(None, &names).unwrap();
+        assert_eq!(certs.source(), http_probe::tls::Source::SelfSigned);
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let served = tokio::spawn(serve_once(certs.clone(), server));
+        let got = http_probe::client::get_with(
+            client,
+            any_server_cert_tls().unwrap(),
+            &names[0],
+            "/metrics",
+            Some("tok"),
+        )
+        .await;
+        let head = served.await.unwrap();
+        assert_eq!(got, Ok((200, "up 1\n".to_string())));
+        assert!(head.starts_with("GET /metrics HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("Authorization: Bearer tok\r\n"), "{head}");
+        // A client that checks the chain refuses the same certificate: the verifier is what
+        // lets the scrape through.
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let served = tokio::spawn(serve_once(certs, server));
+        let e = http_probe::client::get(client, &names[0], &[], "/metrics", None)
+            .await
+            .unwrap_err();
+        assert!(e.starts_with("TLS"), "{e}");
+        assert_eq!(served.await.unwrap(), "");
+    }
+
+    #[test]
+    fn excerpts_cut_long_text_on_a_char_boundary() {
+        assert_eq!(excerpt("short", 10), "short");
+        assert_eq!(excerpt("ééééé", 2), "éé...");
+        assert_eq!(excerpt("", 0), "");
     }
 
     #[tokio::test]

@@ -81,24 +81,69 @@ async fn lvmcluster_becomes_ready() {
     assert_eq!(spec.storage_capacity, Some(true));
 }
 
+/// How long an answer may take to become the expected one: a new ClusterRoleBinding reaches the
+/// API server's authorizer within seconds, and the agent keeps a denial for 10 s.
+const METRICS_AUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Polls `get` (status and body of one request) until it answers `want`; the body. A 2xx where
+/// a refusal is expected fails at once: the metrics were served to a caller who may not read
+/// them.
+async fn expect_status<F, Fut>(what: &str, want: u16, mut get: F) -> Res<String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Res<(u16, String)>>,
+{
+    wait(what, METRICS_AUTH_TIMEOUT, || {
+        let answer = get();
+        async move {
+            let (status, body) = answer.await?;
+            if status == want {
+                Ok(Some(Ok(body)))
+            } else if want >= 300 && (200..300).contains(&status) {
+                Ok(Some(Err(format!(
+                    "{what}: got {status} and the metrics ({})",
+                    excerpt(&body, 200)
+                ))))
+            } else {
+                Err(format!("status {status}: {}", excerpt(&body, 300)))
+            }
+        }
+    })
+    .await?
+}
+
 /// Every vg-manager serves, for each class Ready on its node, the `topolvm_*` gauges the alerts
-/// of config/prometheus read, under the labels they group by; read through the API server's pod
-/// proxy, as a scrape would.
+/// of config/prometheus read, under the labels they group by; over HTTPS and only to callers the
+/// API server authorizes for `get` on `/metrics`, as Prometheus scrapes them: refused without a
+/// token (401) and to a ServiceAccount without the permission (403), served to one bound to
+/// `lvms-metrics-reader`.
 #[tokio::test]
 async fn metrics_feed_the_alerts() {
     let env = env_or_skip!("metrics_feed_the_alerts");
     let c = expect_cluster(env.ensure_cluster().await);
+    let result = check_agents_metrics(&env, &c).await;
+    let cleanup_errors = env.remove_metrics_accounts().await;
+    match (result, cleanup_errors.is_empty()) {
+        (Ok(()), true) => {}
+        (Ok(()), false) => panic!("test passed but cleanup failed: {cleanup_errors:?}"),
+        (Err(e), true) => panic!("{e}"),
+        (Err(e), false) => panic!("{e}\n(and cleanup failed: {cleanup_errors:?})"),
+    }
+}
+
+async fn check_agents_metrics(env: &Env, c: &LVMCluster) -> Res<()> {
     let thin: Vec<String> = env
         .classes()
         .into_iter()
         .filter(|c| c.thin_pool_config.is_some())
         .map(|c| c.name)
         .collect();
+    let (scraper, no_metrics) = env.metrics_accounts().await?;
     let pods: Api<Pod> = env.api();
     let agents = pods
         .list(&ListParams::default().labels("app.kubernetes.io/name=vg-manager"))
         .await
-        .expect("listing vg-manager pods");
+        .map_err(|e| format!("listing vg-manager pods: {e}"))?;
     let mut checked = 0;
     for pod in agents.items {
         let name = pod.name_any();
@@ -106,22 +151,52 @@ async fn metrics_feed_the_alerts() {
         let Some(node) = spec.node_name.clone() else {
             continue;
         };
-        let port = spec
+        let ports: Vec<_> = spec
             .containers
             .iter()
             .flat_map(|c| c.ports.iter().flatten())
-            .find(|p| p.name.as_deref() == Some("http-metrics"))
-            .map(|p| p.container_port)
-            .unwrap_or_else(|| panic!("pod {name} names no http-metrics port"));
+            .map(|p| (p.name.clone().unwrap_or_default(), p.container_port))
+            .collect();
+        let port = ports
+            .iter()
+            .find(|(n, _)| n == METRICS_PORT_NAME)
+            .and_then(|&(_, p)| u16::try_from(p).ok())
+            .ok_or_else(|| format!("pod {name} names no {METRICS_PORT_NAME} port: {ports:?}"))?;
+
+        // 1. No token, no metrics. The API server authenticates the suite and then drops its
+        // Authorization header, so its pod proxy (`https:` scheme: TLS to the pod, certificate
+        // unchecked) forwards a request without a token. The 401 must be the agent's: a Status
+        // object would be the API server's own refusal.
         let path = format!(
-            "/api/v1/namespaces/{}/pods/{name}:{port}/proxy/metrics",
+            "/api/v1/namespaces/{}/pods/https:{name}:{port}/proxy/metrics",
             env.namespace
         );
-        let text = env
-            .client
-            .request_text(http::Request::get(&path).body(Vec::new()).unwrap())
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let body = expect_status(
+            &format!("401 from {name} to GET {path} (the agent sees no token)"),
+            401,
+            || env.raw_get(&path),
+        )
+        .await?;
+        let status_object =
+            serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["kind"] == "Status");
+        if status_object {
+            return Err(format!(
+                "GET {path}: the API server refused the suite itself, not the agent: {}",
+                excerpt(&body, 300)
+            ));
+        }
+
+        // 2. A ServiceAccount bound to lvms-metrics-reader gets the metrics. Through a
+        // port-forward, which passes the bearer token to the agent untouched. The agent's
+        // certificate is taken unchecked (any_server_cert_tls): the suite proves who may read
+        // the metrics, not the certificate chain, which is service-ca's on OpenShift and the
+        // agent's own self-signed one elsewhere.
+        let text = expect_status(
+            &format!("{name}:{port} to serve /metrics to ServiceAccount {SCRAPER_ACCOUNT}"),
+            200,
+            || env.scrape_pod(&name, port, Some(&scraper)),
+        )
+        .await?;
         let ready = c
             .status
             .iter()
@@ -135,29 +210,44 @@ async fn metrics_feed_the_alerts() {
         for class in ready {
             let get = |metric: &str| {
                 class_metric(&text, metric, &node, &class)
-                    .unwrap_or_else(|| panic!("{name} serves no {metric} for {node}/{class}"))
+                    .ok_or_else(|| format!("{name} serves no {metric} for {node}/{class}"))
             };
-            let size = get("topolvm_volumegroup_size_bytes");
-            let available = get("topolvm_volumegroup_available_bytes");
-            assert!(
-                size > 0.0 && (0.0..=size).contains(&available),
-                "{node}/{class}: VG {available} of {size}"
-            );
+            let size = get("topolvm_volumegroup_size_bytes")?;
+            let available = get("topolvm_volumegroup_available_bytes")?;
+            if !(size > 0.0 && (0.0..=size).contains(&available)) {
+                return Err(format!("{node}/{class}: VG {available} of {size}"));
+            }
             if thin.contains(&class) {
-                assert!(get("topolvm_thinpool_size_bytes") > 0.0, "{node}/{class}");
+                let pool = get("topolvm_thinpool_size_bytes")?;
+                if pool <= 0.0 {
+                    return Err(format!("{node}/{class}: thin pool size {pool}"));
+                }
                 for metric in [
                     "topolvm_thinpool_data_percent",
                     "topolvm_thinpool_metadata_percent",
                 ] {
-                    let v = get(metric);
-                    assert!((0.0..=100.0).contains(&v), "{node}/{class}: {metric} {v}");
+                    let v = get(metric)?;
+                    if !(0.0..=100.0).contains(&v) {
+                        return Err(format!("{node}/{class}: {metric} {v}"));
+                    }
                 }
-                get("topolvm_thinpool_overprovisioned_available");
+                get("topolvm_thinpool_overprovisioned_available")?;
             }
             checked += 1;
         }
+
+        // 3. A ServiceAccount the API server authenticates but RBAC does not let read /metrics.
+        expect_status(
+            &format!("403 from {name}:{port} to ServiceAccount {NO_METRICS_ACCOUNT}"),
+            403,
+            || env.scrape_pod(&name, port, Some(&no_metrics)),
+        )
+        .await?;
     }
-    assert!(checked > 0, "no vg-manager served a Ready class");
+    if checked == 0 {
+        return Err("no vg-manager served a Ready class".into());
+    }
+    Ok(())
 }
 
 #[tokio::test]

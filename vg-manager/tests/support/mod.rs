@@ -107,7 +107,12 @@ pub fn start_agent(
     let opts = vg_manager::run::Options {
         node: NODE.into(),
         namespace: NS.into(),
-        metrics_addr: "127.0.0.1:0".into(),
+        endpoints: http_probe::Endpoints {
+            health_addr: "127.0.0.1:0".into(),
+            metrics_addr: "127.0.0.1:0".into(),
+            cert_dir: None,
+            ..http_probe::Endpoints::new("vg-manager-metrics", NS)
+        },
         resync,
         mode: Mode::Direct,
         orphan_grace,
