@@ -348,6 +348,21 @@ impl ApiDouble {
         kube::Client::new(service, "default")
     }
 
+    /// A client whose every request waits `latency` before the double answers it, as a round
+    /// trip to a real API server does (benchmarks of how many round trips a pass needs in a
+    /// row; requests in flight together wait together).
+    pub fn client_with_latency(&self, latency: std::time::Duration) -> kube::Client {
+        let me = self.clone();
+        let service = tower::service_fn(move |req: Request<Body>| {
+            let me = me.clone();
+            async move {
+                tokio::time::sleep(latency).await;
+                Ok::<_, Infallible>(me.handle(req).await)
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
     /// Stores `obj` as if it had been created (fills uid, resourceVersion, creationTimestamp).
     pub fn seed(&self, resource: &str, obj: Value) -> Value {
         let mut st = self.state.lock().unwrap();

@@ -1,5 +1,6 @@
 //! lvms-operator: reconciles the LVMCluster into everything a cluster needs.
 
+pub mod applied;
 pub mod config;
 pub mod http;
 pub mod leader;

@@ -95,11 +95,15 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let result = rt.block_on(async {
-        let client = kube::Client::try_default()
+        let config = kube::Config::infer()
             .await
-            .map_err(|e| format!("connecting to the API server: {e}"))?;
+            .map_err(|e| format!("finding the API server: {e}"))?;
+        let client = |c: kube::Config| {
+            kube::Client::try_from(c).map_err(|e| format!("connecting to the API server: {e}"))
+        };
+        let (writes, watches) = (client(config.clone())?, client(config)?);
         tracing::info!(namespace = %opts.config.namespace, "lvms-operator starting");
-        run(client, opts).await
+        run(writes, watches, opts).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -29,6 +30,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::applied::Applied;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::resources::{
@@ -44,6 +46,42 @@ pub struct Context {
     pub config: Config,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// What was applied, to skip unchanged writes (crate::applied).
+    pub applied: Applied,
+    /// When the optional CRDs were last looked up, and (VolumeSnapshot, SCC) found.
+    crds: std::sync::Mutex<Option<(Instant, (bool, bool))>>,
+    /// The controller's LVMCluster cache (none in tests that call `reconcile` directly).
+    pub clusters: Option<kube::runtime::reflector::Store<LVMCluster>>,
+}
+
+impl Context {
+    pub fn new(client: Client, config: Config, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
+        Context {
+            client,
+            config,
+            recorder,
+            metrics,
+            applied: Applied::default(),
+            crds: Default::default(),
+            clusters: None,
+        }
+    }
+
+    /// Reads the LVMClusters from the controller's cache instead of listing them each pass.
+    pub fn with_cluster_store(
+        mut self,
+        store: kube::runtime::reflector::Store<LVMCluster>,
+    ) -> Self {
+        self.clusters = Some(store);
+        self
+    }
+
+    /// With `ttl` for skipped writes (zero: every pass writes everything, as tests that change
+    /// objects behind the reconciler's back need).
+    pub fn with_applied_ttl(mut self, ttl: Duration) -> Self {
+        self.applied = Applied::with_ttl(ttl);
+        self
+    }
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -111,11 +149,19 @@ async fn apply_all(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
     let clusters: Api<LVMCluster> = Api::namespaced(ctx.client.clone(), ns);
 
     // One LVMCluster per cluster: the one holding our finalizer, else the oldest, is served.
-    let all = clusters
-        .list(&ListParams::default())
-        .await
-        .ctx(|| "listing LVMClusters".into())?;
-    if let Some(active) = active_cluster(&all.items)
+    // The controller's cache has them all, without a round trip; only a context without one
+    // (a test, a benchmark) lists.
+    let all: Vec<LVMCluster> = match &ctx.clusters {
+        Some(store) => store.state().iter().map(|c| (**c).clone()).collect(),
+        None => {
+            clusters
+                .list(&ListParams::default())
+                .await
+                .ctx(|| "listing LVMClusters".into())?
+                .items
+        }
+    };
+    if let Some(active) = active_cluster(&all)
         && active.uid() != cluster.uid()
     {
         let st = status::duplicate(cluster, &active.name_any(), &now());
@@ -134,43 +180,55 @@ async fn apply_all(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
 
-    if !has_finalizer(cluster) {
-        // The object handed to us may be older than the one stored (a watch lagging behind our
-        // own last write): read the latest before writing, so a stale resourceVersion does not
-        // turn into a 409 loop, and a copy of an LVMCluster already gone is a pass with nothing
-        // to do rather than a 404.
-        let Some(latest) = clusters
-            .get_opt(&cluster.name_any())
-            .await
-            .ctx(|| "reading the LVMCluster".into())?
-        else {
-            return Ok(Action::await_change());
-        };
-        if !has_finalizer(&latest) {
-            let mut finalizers = latest.finalizers().to_vec();
-            finalizers.push(LVMCLUSTER_FINALIZER.into());
-            if !set_finalizers(&clusters, &latest, &finalizers, "adding the finalizer").await? {
-                // Deleted since we read it: nothing to build.
-                return Ok(Action::await_change());
-            }
+    // The object handed to us may be older than the one stored (a watch lagging behind our own
+    // last write); a copy of an LVMCluster already gone is a pass with nothing to do.
+    let Some(latest) = all.iter().find(|c| c.uid() == cluster.uid()) else {
+        return Ok(Action::await_change());
+    };
+
+    // Reads that do not depend on one another, and the finalizer, in one round trip. The
+    // finalizer must be on before anything cluster-scoped is created (nothing else would delete
+    // a StorageClass or the CSIDriver), so the applies wait for it; the reads need not.
+    let finalizer = async {
+        if has_finalizer(latest) {
+            return Ok(true);
         }
+        add_finalizer(&clusters, latest).await
+    };
+    // What removed nodes held: their statuses go before the status below is read.
+    let sweep = crate::node_loss::sweep(ctx, cluster).map(Ok);
+    let vgs: Api<LVMVolumeGroup> = Api::namespaced(ctx.client.clone(), ns);
+    let (finalized, node_loss, existing_vgs, discovered) = futures::future::try_join4(
+        finalizer,
+        sweep,
+        owned_volume_groups(&vgs, cluster),
+        discover(ctx, cluster),
+    )
+    .await?;
+    if !finalized {
+        // Deleted since it was listed: nothing to build.
+        return Ok(Action::await_change());
     }
 
-    // What removed nodes held: their statuses go before the status below is computed.
-    let node_loss = crate::node_loss::sweep(ctx, cluster).await;
-
-    let vgs: Api<LVMVolumeGroup> = Api::namespaced(ctx.client.clone(), ns);
-    let existing_vgs = owned_volume_groups(&vgs, cluster).await?;
+    // The status's reads run beside the applies: they do not depend on them.
     let resources = match refusal(cluster, &existing_vgs) {
         Some(why) => {
             event(ctx, cluster, EventType::Warning, "InvalidSpec", &why).await;
             Resources::Incomplete(why)
         }
         None => {
-            let discovery = discover(ctx, cluster).await?;
+            let (discovery, existing_scs) = discovered;
             let desired = resources::desired(cluster, &ctx.config, &discovery);
-            match sync(ctx, cluster, &desired, &existing_vgs).await {
-                Ok(()) => Resources::Synced,
+            let (synced, observed) = futures::future::join(
+                sync(ctx, cluster, &desired, &existing_vgs, &existing_scs),
+                read_observed(ctx),
+            )
+            .await;
+            match synced {
+                Ok(()) => {
+                    let st = aggregate(cluster, observed?, &Resources::Synced);
+                    return finish(ctx, cluster, &clusters, st, true, node_loss).await;
+                }
                 Err(e) => {
                     event(
                         ctx,
@@ -180,20 +238,67 @@ async fn apply_all(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
                         &e.to_string(),
                     )
                     .await;
-                    let st = observed_status(ctx, cluster, &Resources::Incomplete(e.to_string()))
-                        .await?;
+                    let st = aggregate(cluster, observed?, &Resources::Incomplete(e.to_string()));
                     publish_status(&clusters, cluster, st).await?;
                     return Err(e);
                 }
             }
         }
     };
-    let st = observed_status(ctx, cluster, &resources).await?;
+    let st = aggregate(cluster, read_observed(ctx).await?, &resources);
+    finish(ctx, cluster, &clusters, st, false, node_loss).await
+}
+
+/// Adds our finalizer to `cached`, guarded by its resourceVersion so another finalizer added
+/// meanwhile is never dropped. A cache that lags behind answers 409: then once more from a fresh
+/// read. Whether the LVMCluster still exists.
+async fn add_finalizer(clusters: &Api<LVMCluster>, cached: &LVMCluster) -> Result<bool> {
+    let with_ours = |c: &LVMCluster| {
+        let mut finalizers = c.finalizers().to_vec();
+        finalizers.push(LVMCLUSTER_FINALIZER.into());
+        finalizers
+    };
+    match set_finalizers(clusters, cached, &with_ours(cached), "adding the finalizer").await {
+        Err(Error::Kube {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 409 => {}
+        other => return other,
+    }
+    let Some(latest) = clusters
+        .get_opt(&cached.name_any())
+        .await
+        .ctx(|| "reading the LVMCluster".into())?
+    else {
+        return Ok(false);
+    };
+    if has_finalizer(&latest) {
+        return Ok(true);
+    }
+    set_finalizers(
+        clusters,
+        &latest,
+        &with_ours(&latest),
+        "adding the finalizer",
+    )
+    .await
+}
+
+/// The end of a pass that applied (or refused) the spec: an Event when the state turns bad,
+/// the status, and when to look again.
+async fn finish(
+    ctx: &Context,
+    cluster: &LVMCluster,
+    clusters: &Api<LVMCluster>,
+    st: LVMClusterStatus,
+    synced: bool,
+    node_loss: Option<Duration>,
+) -> Result<Action> {
     let ready = st.ready;
     // A volume group failing on a node needs the user (a disk to free, a path to fix): say so
     // once, when the state turns Failed or Degraded, not on every pass.
     let was = cluster.status.as_ref().and_then(|s| s.state);
-    if resources == Resources::Synced
+    if synced
         && st.state != was
         && matches!(
             st.state,
@@ -215,7 +320,7 @@ async fn apply_all(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    publish_status(&clusters, cluster, st).await?;
+    publish_status(clusters, cluster, st).await?;
     // Node reports trigger a reconcile through the watch; the timer only catches node changes
     // (and a node-loss cleanup under way).
     let after = Duration::from_secs(if ready { 300 } else { 30 });
@@ -288,136 +393,251 @@ async fn owned_volume_groups(
         .collect())
 }
 
-async fn discover(ctx: &Context, cluster: &LVMCluster) -> Result<Discovery> {
+/// How long the presence of the optional CRDs (VolumeSnapshot, SCC) is trusted: they are
+/// installed once in a cluster's life, so looking them up on every pass costs two round trips for
+/// nothing; a VolumeSnapshot API installed after the operator is noticed within this time.
+const CRD_TTL: Duration = Duration::from_secs(300);
+
+/// What the builders need to know of the cluster, and every StorageClass (the pass removes those
+/// of dropped classes from the same list).
+async fn discover(ctx: &Context, cluster: &LVMCluster) -> Result<(Discovery, Vec<StorageClass>)> {
     let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
-    let snapshot_crds = crds
-        .get_opt(snapshot_class::CRD_NAME)
-        .await
-        .ctx(|| "looking up the VolumeSnapshot CRDs".into())?
-        .is_some();
-    let security_context_constraints = crds
-        .get_opt(resources::scc::CRD_NAME)
-        .await
-        .ctx(|| "looking up the SecurityContextConstraints CRD".into())?
-        .is_some();
+    let cached = *ctx.crds.lock().unwrap_or_else(|e| e.into_inner());
+    let lookup = async {
+        if let Some((at, found)) = cached
+            && at.elapsed() < CRD_TTL
+        {
+            return Ok(found);
+        }
+        let (snapshot, scc) = futures::future::join(
+            crds.get_opt(snapshot_class::CRD_NAME),
+            crds.get_opt(resources::scc::CRD_NAME),
+        )
+        .await;
+        let found = (
+            snapshot
+                .ctx(|| "looking up the VolumeSnapshot CRDs".into())?
+                .is_some(),
+            scc.ctx(|| "looking up the SecurityContextConstraints CRD".into())?
+                .is_some(),
+        );
+        *ctx.crds.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), found));
+        Ok(found)
+    };
     let scs: Api<StorageClass> = Api::all(ctx.client.clone());
+    let list = async {
+        scs.list(&ListParams::default())
+            .await
+            .ctx(|| "listing StorageClasses".into())
+    };
+    let ((snapshot_crds, security_context_constraints), scs) =
+        futures::future::try_join(lookup, list).await?;
     let ours = owner_label_value(cluster);
-    let foreign_default_storage_class = scs
-        .list(&ListParams::default())
-        .await
-        .ctx(|| "listing StorageClasses".into())?
-        .items
-        .iter()
-        .any(|sc| {
-            let default = sc
-                .annotations()
-                .get(resources::storage_class::DEFAULT_CLASS_ANNOTATION)
-                .is_some_and(|v| v == "true");
-            default && sc.labels().get(OWNER_LABEL) != Some(&ours)
-        });
-    Ok(Discovery {
-        snapshot_crds,
-        foreign_default_storage_class,
-        security_context_constraints,
-    })
+    let foreign_default_storage_class = scs.items.iter().any(|sc| {
+        let default = sc
+            .annotations()
+            .get(resources::storage_class::DEFAULT_CLASS_ANNOTATION)
+            .is_some_and(|v| v == "true");
+        default && sc.labels().get(OWNER_LABEL) != Some(&ours)
+    });
+    Ok((
+        Discovery {
+            snapshot_crds,
+            foreign_default_storage_class,
+            security_context_constraints,
+        },
+        scs.items,
+    ))
 }
 
-async fn apply<K>(api: &Api<K>, obj: &K) -> Result<()>
+/// Server-side applies `obj` unless [`Applied`] says the same content is already there.
+async fn apply<K>(ctx: &Context, api: &Api<K>, obj: &K) -> Result<()>
 where
-    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
-    K::DynamicType: Default,
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
 {
+    let key = crate::applied::key_of(obj);
+    let digest = crate::applied::digest(obj);
+    if ctx.applied.unchanged(&key, digest) {
+        return Ok(());
+    }
     let name = obj.meta().name.clone().unwrap_or_default();
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await
-    .ctx(|| format!("applying {} {name}", K::kind(&Default::default())))?;
+    let stored = api
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await
+        .ctx(|| format!("applying {} {name}", K::kind(&())))?;
+    ctx.applied
+        .record(key, digest, stored.meta().resource_version.clone());
     Ok(())
 }
 
+/// [`apply`] for a kind the operator has no Rust type for (SecurityContextConstraints,
+/// VolumeSnapshotClass).
+async fn apply_dynamic(
+    ctx: &Context,
+    api: &Api<DynamicObject>,
+    kind: &str,
+    name: &str,
+    obj: &serde_json::Value,
+) -> Result<()> {
+    let key = (kind.to_string(), None, name.to_string());
+    let digest = crate::applied::digest(obj);
+    if ctx.applied.unchanged(&key, digest) {
+        return Ok(());
+    }
+    let stored = api
+        .patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await
+        .ctx(|| format!("applying {kind} {name}"))?;
+    ctx.applied
+        .record(key, digest, stored.metadata.resource_version.clone());
+    Ok(())
+}
+
+type Step<'a> = futures::future::BoxFuture<'a, Result<()>>;
+
+/// Runs `steps` concurrently; the first error, after all have finished (none is cut off half-way,
+/// so the next pass starts from a known state).
+async fn all(steps: Vec<Step<'_>>) -> Result<()> {
+    futures::future::join_all(steps)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>>>()
+        .map(|_| ())
+}
+
 /// Applies every desired object and removes those of device classes no longer in the spec.
+///
+/// Independent objects are applied concurrently, in three waves, because order matters only
+/// here: a binding after the role it grants (the API server checks that the operator holds
+/// every permission a binding grants, by reading the role); the workloads after their service
+/// accounts and bindings (a pod whose account cannot yet read what it needs crash-loops), after
+/// the NetworkPolicies (their pods start isolated) and after the SCC (pods are admitted, or
+/// refused, when they are created).
 async fn sync(
     ctx: &Context,
     cluster: &LVMCluster,
     desired: &Desired,
     existing_vgs: &[LVMVolumeGroup],
+    existing_scs: &[StorageClass],
 ) -> Result<()> {
     let c = &ctx.client;
     let ns = &ctx.config.namespace;
     let r = &desired.rbac;
-    for x in &r.service_accounts {
-        apply(&Api::<ServiceAccount>::namespaced(c.clone(), ns), x).await?;
-    }
-    for x in &r.cluster_roles {
-        apply(&Api::<ClusterRole>::all(c.clone()), x).await?;
-    }
-    for x in &r.cluster_role_bindings {
-        apply(&Api::<ClusterRoleBinding>::all(c.clone()), x).await?;
-    }
-    for x in &r.roles {
-        apply(&Api::<Role>::namespaced(c.clone(), ns), x).await?;
-    }
-    for x in &r.role_bindings {
-        apply(&Api::<RoleBinding>::namespaced(c.clone(), ns), x).await?;
-    }
-    apply(&Api::<CSIDriver>::all(c.clone()), &desired.csi_driver).await?;
+    let sas = Api::<ServiceAccount>::namespaced(c.clone(), ns);
+    let cluster_roles = Api::<ClusterRole>::all(c.clone());
+    let cluster_bindings = Api::<ClusterRoleBinding>::all(c.clone());
+    let roles = Api::<Role>::namespaced(c.clone(), ns);
+    let bindings = Api::<RoleBinding>::namespaced(c.clone(), ns);
+    let drivers = Api::<CSIDriver>::all(c.clone());
     let vgs: Api<LVMVolumeGroup> = Api::namespaced(c.clone(), ns);
-    for x in &desired.volume_groups {
-        apply(&vgs, x).await?;
-    }
-    // Before the workloads, so their pods start isolated.
     let policies: Api<NetworkPolicy> = Api::namespaced(c.clone(), ns);
-    for x in &desired.network_policies {
-        apply(&policies, x).await?;
-    }
-    // Before the DaemonSet: its pods are admitted (or refused) when they are created.
-    if let Some(scc) = &desired.scc {
-        Api::<DynamicObject>::all_with(c.clone(), &resources::scc::api_resource())
-            .patch(
-                resources::scc::NAME,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(scc),
-            )
-            .await
-            .ctx(|| {
-                format!(
-                    "applying SecurityContextConstraints {}",
-                    resources::scc::NAME
-                )
-            })?;
-    }
-    apply(
-        &Api::<DaemonSet>::namespaced(c.clone(), ns),
-        &desired.vg_manager,
-    )
-    .await?;
-    apply(
-        &Api::<Deployment>::namespaced(c.clone(), ns),
-        &desired.csi_controller,
-    )
-    .await?;
+    let scc_api = Api::<DynamicObject>::all_with(c.clone(), &resources::scc::api_resource());
     let scs: Api<StorageClass> = Api::all(c.clone());
-    for x in &desired.storage_classes {
-        apply(&scs, x).await?;
-    }
     let vsc_api: Api<DynamicObject> = Api::all_with(c.clone(), &snapshot_class::api_resource());
-    for x in &desired.snapshot_classes {
-        let name = x.metadata.name.clone().unwrap_or_default();
-        vsc_api
-            .patch(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(x.to_json()),
-            )
-            .await
-            .ctx(|| format!("applying VolumeSnapshotClass {name}"))?;
-    }
+    let daemon_sets = Api::<DaemonSet>::namespaced(c.clone(), ns);
+    let deployments = Api::<Deployment>::namespaced(c.clone(), ns);
 
-    // Removed device classes: their volume group (vg-manager tears it down on each node), their
-    // StorageClass and VolumeSnapshotClass.
+    let vscs: Vec<(String, serde_json::Value)> = desired
+        .snapshot_classes
+        .iter()
+        .map(|x| (x.metadata.name.clone().unwrap_or_default(), x.to_json()))
+        .collect();
+    let mut first: Vec<Step> = Vec::new();
+    first.extend(
+        r.service_accounts
+            .iter()
+            .map(|x| apply(ctx, &sas, x).boxed()),
+    );
+    first.extend(
+        r.cluster_roles
+            .iter()
+            .map(|x| apply(ctx, &cluster_roles, x).boxed()),
+    );
+    first.extend(r.roles.iter().map(|x| apply(ctx, &roles, x).boxed()));
+    first.push(apply(ctx, &drivers, &desired.csi_driver).boxed());
+    first.extend(
+        desired
+            .volume_groups
+            .iter()
+            .map(|x| apply(ctx, &vgs, x).boxed()),
+    );
+    first.extend(
+        desired
+            .network_policies
+            .iter()
+            .map(|x| apply(ctx, &policies, x).boxed()),
+    );
+    if let Some(scc) = &desired.scc {
+        first.push(
+            apply_dynamic(
+                ctx,
+                &scc_api,
+                "SecurityContextConstraints",
+                resources::scc::NAME,
+                scc,
+            )
+            .boxed(),
+        );
+    }
+    first.extend(
+        desired
+            .storage_classes
+            .iter()
+            .map(|x| apply(ctx, &scs, x).boxed()),
+    );
+    first.extend(
+        vscs.iter().map(|(name, obj)| {
+            apply_dynamic(ctx, &vsc_api, "VolumeSnapshotClass", name, obj).boxed()
+        }),
+    );
+    // Disjoint from what the wave applies: only classes no longer in the spec.
+    first.push(remove_dropped(ctx, cluster, desired, existing_vgs, existing_scs).boxed());
+    all(first).await?;
+
+    let mut second: Vec<Step> = Vec::new();
+    second.extend(
+        r.cluster_role_bindings
+            .iter()
+            .map(|x| apply(ctx, &cluster_bindings, x).boxed()),
+    );
+    second.extend(
+        r.role_bindings
+            .iter()
+            .map(|x| apply(ctx, &bindings, x).boxed()),
+    );
+    all(second).await?;
+
+    all(vec![
+        apply(ctx, &daemon_sets, &desired.vg_manager).boxed(),
+        apply(ctx, &deployments, &desired.csi_controller).boxed(),
+    ])
+    .await?;
+
+    Ok(())
+}
+
+/// Removed device classes: their volume group (vg-manager tears it down on each node), their
+/// StorageClass and VolumeSnapshotClass. `existing_scs` is the pass's list of every
+/// StorageClass (discovery read it).
+async fn remove_dropped(
+    ctx: &Context,
+    cluster: &LVMCluster,
+    desired: &Desired,
+    existing_vgs: &[LVMVolumeGroup],
+    existing_scs: &[StorageClass],
+) -> Result<()> {
+    let c = &ctx.client;
+    let vgs: Api<LVMVolumeGroup> = Api::namespaced(c.clone(), &ctx.config.namespace);
+    let scs: Api<StorageClass> = Api::all(c.clone());
+    let vsc_api: Api<DynamicObject> = Api::all_with(c.clone(), &snapshot_class::api_resource());
     let wanted: BTreeSet<String> = cluster
         .spec
         .storage
@@ -432,20 +652,16 @@ async fn sync(
         info!(device_class = %vg.name_any(), "device class removed from the spec: deleting its LVMVolumeGroup");
         delete(&vgs, &vg.name_any()).await?;
     }
-    let selector =
-        ListParams::default().labels(&format!("{OWNER_LABEL}={}", owner_label_value(cluster)));
-    for sc in scs
-        .list(&selector)
-        .await
-        .ctx(|| "listing StorageClasses".into())?
-        .items
-    {
-        if sc
-            .labels()
-            .get(DEVICE_CLASS_LABEL)
-            .is_some_and(|d| !wanted.contains(d))
+    let ours = owner_label_value(cluster);
+    for sc in existing_scs {
+        let labels = sc.labels();
+        if labels.get(OWNER_LABEL) == Some(&ours)
+            && labels
+                .get(DEVICE_CLASS_LABEL)
+                .is_some_and(|d| !wanted.contains(d))
         {
             delete(&scs, &sc.name_any()).await?;
+            ctx.applied.forget(&crate::applied::key_of(sc));
         }
     }
     // Without the snapshot API the list fails with 404 and there is nothing to remove.
@@ -454,6 +670,7 @@ async fn sync(
         .iter()
         .filter_map(|v| v.metadata.name.clone())
         .collect();
+    let selector = ListParams::default().labels(&format!("{OWNER_LABEL}={ours}"));
     if let Ok(list) = vsc_api.list(&selector).await {
         for v in list
             .items
@@ -461,6 +678,8 @@ async fn sync(
             .filter(|v| !keep.contains(&v.name_any()))
         {
             delete(&vsc_api, &v.name_any()).await?;
+            ctx.applied
+                .forget(&("VolumeSnapshotClass".into(), None, v.name_any()));
         }
     }
     Ok(())
@@ -477,31 +696,35 @@ where
     }
 }
 
-async fn observed_status(
-    ctx: &Context,
-    cluster: &LVMCluster,
-    resources: &Resources,
-) -> Result<LVMClusterStatus> {
+/// The Nodes and the node reports the status is computed from, read concurrently.
+async fn read_observed(ctx: &Context) -> Result<(Vec<Node>, Vec<LVMVolumeGroupNodeStatus>)> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let nodes = nodes
-        .list(&ListParams::default())
-        .await
-        .ctx(|| "listing Nodes".into())?
-        .items;
     let reports: Api<LVMVolumeGroupNodeStatus> =
         Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
-    let reports = reports
-        .list(&ListParams::default())
-        .await
-        .ctx(|| "listing LVMVolumeGroupNodeStatuses".into())?
-        .items;
-    Ok(status::aggregate(
-        cluster,
-        &nodes,
-        &reports,
-        resources,
-        &now(),
-    ))
+    let (nodes, reports) = futures::future::try_join(
+        async {
+            nodes
+                .list(&ListParams::default())
+                .await
+                .ctx(|| "listing Nodes".into())
+        },
+        async {
+            reports
+                .list(&ListParams::default())
+                .await
+                .ctx(|| "listing LVMVolumeGroupNodeStatuses".into())
+        },
+    )
+    .await?;
+    Ok((nodes.items, reports.items))
+}
+
+fn aggregate(
+    cluster: &LVMCluster,
+    (nodes, reports): (Vec<Node>, Vec<LVMVolumeGroupNodeStatus>),
+    resources: &Resources,
+) -> LVMClusterStatus {
+    status::aggregate(cluster, &nodes, &reports, resources, &now())
 }
 
 /// Writes the status only when it changed: an unchanged write would wake every watcher.
@@ -540,6 +763,8 @@ async fn event(ctx: &Context, cluster: &LVMCluster, type_: EventType, reason: &s
 /// Deletion: wait for PVCs to go, then for every node to remove its volume groups, then remove
 /// everything else and release the LVMCluster.
 async fn cleanup(cluster: &LVMCluster, ctx: &Context) -> Result<Action> {
+    // What this pass deletes must be applied again if the LVMCluster comes back.
+    ctx.applied.clear();
     if !has_finalizer(cluster) {
         return Ok(Action::await_change());
     }

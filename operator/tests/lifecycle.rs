@@ -4,6 +4,7 @@
 //! is refused. Assertions are on the objects the API server holds, never on call counts.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use api_double::ApiDouble;
 use kube::runtime::events::{Recorder, Reporter};
@@ -28,18 +29,28 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        // Every pass writes everything: these tests change objects behind the reconciler's
+        // back without the watches that would tell it (the skipping has its own test).
+        Self::with_applied_ttl(Duration::ZERO)
+    }
+
+    fn with_applied_ttl(ttl: Duration) -> Self {
         let api = ApiDouble::new();
         let client = api.client();
         let reporter = Reporter {
             controller: "lvms-operator".into(),
             instance: Some("test".into()),
         };
-        let ctx = Arc::new(Context {
-            client: client.clone(),
-            config: Config::default(),
-            recorder: Recorder::new(client, reporter),
-            metrics: Arc::new(Metrics::default()),
-        });
+        let recorder = Recorder::new(client.clone(), reporter);
+        let ctx = Arc::new(
+            Context::new(
+                client,
+                Config::default(),
+                recorder,
+                Arc::new(Metrics::default()),
+            )
+            .with_applied_ttl(ttl),
+        );
         for (name, labels) in [
             (
                 "node-a",
@@ -440,6 +451,63 @@ async fn full_lifecycle() {
     ] {
         assert_eq!(h.names(r), Vec::<String>::new(), "{r} left behind");
     }
+}
+
+/// The pass right after the one that created everything (woken by its own writes) writes
+/// nothing; an object someone else deletes is written again once its watch event is seen; a
+/// spec change is written at once.
+#[tokio::test(flavor = "current_thread")]
+async fn unchanged_objects_are_not_written_again() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use kube::runtime::watcher;
+    let h = Harness::with_applied_ttl(lvms_operator::applied::TTL);
+    seed_cluster(&h, "lvmcluster");
+    h.reconcile("lvmcluster").await;
+    let writes = |from: usize| -> Vec<String> {
+        h.api.requests()[from..]
+            .iter()
+            .filter(|r| !r.starts_with("GET"))
+            .cloned()
+            .collect()
+    };
+    let first = writes(0);
+    assert!(
+        first.len() > 15,
+        "the first pass applies every object: {first:?}"
+    );
+    let before = h.api.requests().len();
+    h.reconcile("lvmcluster").await;
+    assert_eq!(
+        writes(before),
+        Vec::<String>::new(),
+        "nothing changed, nothing written"
+    );
+
+    const DS: &str = "apis/apps/v1/daemonsets";
+    let ds: DaemonSet =
+        serde_json::from_value(h.api.get(DS, Some(NS), "vg-manager").unwrap()).unwrap();
+    kube::Api::<DaemonSet>::namespaced(h.ctx.client.clone(), NS)
+        .delete("vg-manager", &Default::default())
+        .await
+        .unwrap();
+    h.ctx.applied.observe(&watcher::Event::Delete(ds));
+    h.reconcile("lvmcluster").await;
+    assert!(
+        h.api.get(DS, Some(NS), "vg-manager").is_some(),
+        "re-created"
+    );
+
+    let mut changed = classes();
+    changed[0]["thinPoolConfig"]["overprovisionRatio"] = json!(7);
+    h.api.patch(
+        CLUSTERS,
+        Some(NS),
+        "lvmcluster",
+        json!({"spec": {"storage": {"deviceClasses": changed}}}),
+    );
+    h.reconcile("lvmcluster").await;
+    let vg = h.api.get(VGS, Some(NS), "fast").unwrap();
+    assert_eq!(vg["spec"]["thinPoolConfig"]["overprovisionRatio"], 7);
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -57,15 +57,15 @@ impl Harness {
             controller: "lvms-operator".into(),
             instance: Some("test".into()),
         };
-        let ctx = Arc::new(Context {
-            client: client.clone(),
-            config: Config {
-                removed_node_grace: grace,
-                ..Config::default()
-            },
-            recorder: Recorder::new(client, reporter),
-            metrics: Arc::new(Metrics::default()),
-        });
+        let config = Config {
+            removed_node_grace: grace,
+            ..Config::default()
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let ctx = Arc::new(
+            Context::new(client, config, recorder, Arc::new(Metrics::default()))
+                .with_applied_ttl(Duration::ZERO),
+        );
         for (name, ready) in [("node-a", "True"), ("node-b", "False")] {
             api.seed(NODES, node(name, ready));
         }

@@ -68,36 +68,53 @@ async fn sweep_inner(ctx: &Context, cluster: &LVMCluster) -> Result<Option<Durat
     let c = &ctx.client;
     let ns = &ctx.config.namespace;
     let delete_volumes = opted_in(cluster);
-    let nodes: BTreeSet<String> = Api::<Node>::all(c.clone())
-        .list_metadata(&ListParams::default())
-        .await
-        .map_err(|e| format!("listing Nodes: {e}"))?
-        .items
-        .into_iter()
-        .map(|n| n.name_any())
-        .collect();
-    let vgs: Vec<LVMVolumeGroup> = list(&Api::namespaced(c.clone(), ns), "LVMVolumeGroups").await?;
-    let statuses: Vec<LVMVolumeGroupNodeStatus> = list(
-        &Api::namespaced(c.clone(), ns),
-        "LVMVolumeGroupNodeStatuses",
-    )
-    .await?;
-    let lvs: Vec<LogicalVolume> = list(&Api::all(c.clone()), "LogicalVolumes").await?;
+    // The lists are independent: one round trip for all of them, not six.
+    let nodes_api = Api::<Node>::all(c.clone());
+    let node_names = async {
+        nodes_api
+            .list_metadata(&ListParams::default())
+            .await
+            .map_err(|e| format!("listing Nodes: {e}"))
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .map(|n| n.name_any())
+                    .collect::<BTreeSet<String>>()
+            })
+    };
+    let vgs_api: Api<LVMVolumeGroup> = Api::namespaced(c.clone(), ns);
+    let statuses_api: Api<LVMVolumeGroupNodeStatus> = Api::namespaced(c.clone(), ns);
+    let lvs_api: Api<LogicalVolume> = Api::all(c.clone());
+    let pvs_api: Api<PersistentVolume> = Api::all(c.clone());
+    let pvcs_api: Api<PersistentVolumeClaim> = Api::all(c.clone());
     // Only deletions look at claims and PVs: without the opt-in, no cluster-wide lists of them.
-    let (pvs, pvcs): (Vec<PersistentVolume>, Vec<PersistentVolumeClaim>) = if delete_volumes {
-        (
-            list(&Api::all(c.clone()), "PersistentVolumes").await?,
-            list(&Api::all(c.clone()), "PersistentVolumeClaims").await?,
-        )
-    } else {
-        (Vec::new(), Vec::new())
+    let claims = async {
+        if delete_volumes {
+            futures::future::try_join(
+                list(&pvs_api, "PersistentVolumes"),
+                list(&pvcs_api, "PersistentVolumeClaims"),
+            )
+            .await
+        } else {
+            Ok((Vec::new(), Vec::new()))
+        }
     };
     // Raw-device PVs carry their node's label: listed by it, whatever the opt-in.
-    let raw_pvs: Vec<PersistentVolume> = Api::all(c.clone())
-        .list(&ListParams::default().labels(lvms_api::raw::NODE_LABEL))
-        .await
-        .map_err(|e| format!("listing raw-device PersistentVolumes: {e}"))?
-        .items;
+    let raw = async {
+        pvs_api
+            .list(&ListParams::default().labels(lvms_api::raw::NODE_LABEL))
+            .await
+            .map(|l| l.items)
+            .map_err(|e| format!("listing raw-device PersistentVolumes: {e}"))
+    };
+    let (nodes, vgs, statuses, lvs, (pvs, pvcs), raw_pvs) = futures::try_join!(
+        node_names,
+        list(&vgs_api, "LVMVolumeGroups"),
+        list(&statuses_api, "LVMVolumeGroupNodeStatuses"),
+        list(&lvs_api, "LogicalVolumes"),
+        claims,
+        raw,
+    )?;
     let plan = decide(&Observed {
         nodes: &nodes,
         volume_groups: &vgs,
