@@ -1,6 +1,7 @@
 //! `/readyz` means able to reconcile: the operator, run as its binary runs it against the API
 //! double, answers 503 until its LVMCluster cache has synced (the watch client here answers
-//! every request 700 ms late), then 200.
+//! every request 700 ms late), then 200; and the controller does reconcile (its finalizer lands
+//! on the LVMCluster), so waiting for readiness takes nothing from it.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,16 @@ async fn readyz(port: u16) -> Option<String> {
 #[tokio::test(flavor = "current_thread")]
 async fn ready_once_the_cache_has_synced() {
     let api = ApiDouble::new();
+    const CLUSTERS: &str = "apis/lvm.topolvm.io/v1alpha1/lvmclusters";
+    api.seed(
+        CLUSTERS,
+        serde_json::json!({
+            "apiVersion": "lvm.topolvm.io/v1alpha1", "kind": "LVMCluster",
+            "metadata": {"name": "c", "namespace": "openshift-storage"},
+            "spec": {"storage": {"deviceClasses": [{"name": "fast", "default": true,
+                "thinPoolConfig": {"name": "tp", "sizePercent": 90, "overprovisionRatio": 10}}]}},
+        }),
+    );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -64,5 +75,17 @@ async fn ready_once_the_cache_has_synced() {
         became_ready >= lag,
         "ready after {became_ready:?}, before the list answered"
     );
+    let finalized = || {
+        api.get(CLUSTERS, Some("openshift-storage"), "c").unwrap()["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    };
+    while !finalized() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the controller never reconciled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     operator.abort();
 }
