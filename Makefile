@@ -22,7 +22,7 @@ test-unit: ## The test suites that need no VM (real-LVM tests are skipped)
 
 test-vm: ## Only the real-LVM tests (each boots a QEMU guest; needs `make setup`)
 	$(CARGO) test --locked -p lvm --test vm_lvm
-	$(CARGO) test --locked -p vg-manager --test vm_discover --test vm_plan --test vm_agent --test vm_logical_volume --test vm_csi_node --test vm_csi --test vm_raid --test vm_raw_devices --test vm_layout_fs --test vm_hygiene --test vm_crypt
+	$(CARGO) test --locked -p vg-manager --test vm_discover --test vm_plan --test vm_agent --test vm_logical_volume --test vm_csi_node --test vm_csi --test vm_raid --test vm_raw_devices --test vm_layout_fs --test vm_hygiene --test vm_crypt --test vm_health --test vm_autoextend
 
 run: ## Run the operator out of cluster against $KUBECONFIG (CRDs from crds/ must be applied)
 	$(CARGO) run --locked -p lvms-operator -- --namespace $(NAMESPACE) --health-addr 127.0.0.1:8081 --metrics-addr 127.0.0.1:8443

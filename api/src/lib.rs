@@ -13,11 +13,12 @@ pub mod status;
 pub mod validate;
 pub mod volume_group;
 
-pub use logical_volume::{LogicalVolume, LogicalVolumeSpec, LogicalVolumeStatus};
+pub use logical_volume::{LogicalVolume, LogicalVolumeSpec, LogicalVolumeStatus, VolumeHealth};
 pub use lvmcluster::{
     ChunkSizeCalculationPolicy, DeviceClass, DeviceFilesystemType, DeviceSelector, LVMCluster,
     LVMClusterSpec, LVMClusterStatus, MetadataSizeCalculationPolicy, ReclaimPolicy, Storage,
-    StorageClassOptions, ThinPoolConfig, VolumeBindingMode, VolumeCleanup, quantity_bytes,
+    StorageClassOptions, ThinPoolAutoExtend, ThinPoolConfig, VolumeBindingMode, VolumeCleanup,
+    quantity_bytes,
 };
 pub use raid::{
     DeviceDiscoveryPolicy, DeviceDiscoveryPolicyStatus, RAIDConfig, RAIDType, RaidLayout,

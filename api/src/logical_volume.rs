@@ -122,4 +122,23 @@ pub struct LogicalVolumeStatus {
     /// service only: `code` and `message` stay the agent's (a non-zero code fails the create).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub publish_error: String,
+    /// lvms-rs: the volume's health as its node last saw it (the LV is there, its thin pool has
+    /// room, no filesystem of it went read-only), checked on every pass of the node's agent. The
+    /// CSI controller answers ListVolumes and ControllerGetVolume from it, so the
+    /// external-health-monitor controller can put an Event on the claim. Absent until the node
+    /// has checked (and on TopoLVM's nodes, which never do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<VolumeHealth>,
+}
+
+/// A volume's condition as its node sees it (CSI's `VolumeCondition`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeHealth {
+    /// True when something stops or threatens the volume's I/O.
+    #[serde(default)]
+    pub abnormal: bool,
+    /// What is wrong, in words naming the LV, pool or mount; empty when healthy.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }

@@ -301,6 +301,13 @@ fn thin_pool_rules() -> Vec<serde_json::Value> {
             "message": "metadataSize can only grow: a thin pool's metadata cannot shrink",
             "fieldPath": ".metadataSize",
         }),
+        // Last, so the indexes of the rules above (which tests and the README quote) stand.
+        // Integer comparisons only: a few cost units per class.
+        json!({
+            "rule": "!has(self.autoExtend) || self.autoExtend.maxSizePercent > self.sizePercent",
+            "message": "autoExtend.maxSizePercent must be greater than sizePercent: the pool starts at sizePercent of the volume group and grows up to maxSizePercent",
+            "fieldPath": ".autoExtend.maxSizePercent",
+        }),
     ]
 }
 
@@ -343,10 +350,61 @@ pub struct ThinPoolConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "quantity_schema")]
     pub metadata_size: Option<Quantity>,
+    /// Grow the pool when it fills, as lvm2's dmeventd would (it does not run in the pod): the
+    /// node extends the pool's data or metadata once its use crosses `thresholdPercent`, while
+    /// the volume group has free extents, up to `maxSizePercent` of the volume group. Unset: the
+    /// pool keeps its size (LVMS's behaviour). May change at any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_extend: Option<ThinPoolAutoExtend>,
 }
 
 fn default_size_percent() -> i32 {
     90
+}
+
+/// When and how far a thin pool grows by itself. Every field has a default, so `autoExtend: {}`
+/// turns it on.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThinPoolAutoExtend {
+    /// Extend when the pool's data or metadata use reaches this percentage, 50 to 95 (default
+    /// 70: below the 75 % of the usage alerts). lvm2 accepts no threshold under 50 either.
+    #[serde(default = "default_threshold_percent")]
+    #[schemars(range(min = 50, max = 95))]
+    pub threshold_percent: i32,
+    /// Each extension adds this percentage of the volume group to the pool's data, 1 to 50
+    /// (default 10); more steps at once when one would not bring the use back under the
+    /// threshold. Metadata grows by this percentage of its own size.
+    #[serde(default = "default_step_percent")]
+    #[schemars(range(min = 1, max = 50))]
+    pub step_percent: i32,
+    /// The pool's data never grows beyond this percentage of the volume group, 11 to 100
+    /// (default 100); above `sizePercent`.
+    #[serde(default = "default_max_size_percent")]
+    #[schemars(range(min = 11, max = 100))]
+    pub max_size_percent: i32,
+}
+
+impl Default for ThinPoolAutoExtend {
+    fn default() -> Self {
+        Self {
+            threshold_percent: default_threshold_percent(),
+            step_percent: default_step_percent(),
+            max_size_percent: default_max_size_percent(),
+        }
+    }
+}
+
+fn default_threshold_percent() -> i32 {
+    70
+}
+
+fn default_step_percent() -> i32 {
+    10
+}
+
+fn default_max_size_percent() -> i32 {
+    100
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

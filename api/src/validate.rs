@@ -49,13 +49,54 @@ pub fn validate_spec(spec: &LVMClusterSpec) -> Vec<SpecError> {
             }
         }
     }
+    errors.extend(auto_extend_errors(spec));
+    errors
+}
+
+/// The CRD refuses these too; checked again because an LVMCluster stored under an older CRD
+/// (before `autoExtend` had its rules) reaches the operator unchecked, and the node must never
+/// act on a policy whose ceiling is below where the pool starts.
+fn auto_extend_errors(spec: &LVMClusterSpec) -> Vec<SpecError> {
+    let mut errors = Vec::new();
+    for (i, class) in spec.storage.device_classes.iter().enumerate() {
+        let Some(tp) = &class.thin_pool_config else {
+            continue;
+        };
+        let Some(ae) = &tp.auto_extend else {
+            continue;
+        };
+        let field =
+            |f: &str| format!("spec.storage.deviceClasses[{i}].thinPoolConfig.autoExtend.{f}");
+        let mut range = |f: &str, v: i32, min: i32, max: i32| {
+            if !(min..=max).contains(&v) {
+                errors.push(SpecError {
+                    field: field(f),
+                    message: format!("{v} is not between {min} and {max}"),
+                });
+            }
+        };
+        range("thresholdPercent", ae.threshold_percent, 50, 95);
+        range("stepPercent", ae.step_percent, 1, 50);
+        range("maxSizePercent", ae.max_size_percent, 11, 100);
+        if ae.max_size_percent <= tp.size_percent {
+            errors.push(SpecError {
+                field: field("maxSizePercent"),
+                message: format!(
+                    "maxSizePercent ({}) must be greater than sizePercent ({}): the pool starts at sizePercent of the volume group and grows up to maxSizePercent",
+                    ae.max_size_percent, tp.size_percent
+                ),
+            });
+        }
+    }
     errors
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lvmcluster::{DeviceClass, DeviceSelector, Storage};
+    use crate::lvmcluster::{
+        DeviceClass, DeviceSelector, Storage, ThinPoolAutoExtend, ThinPoolConfig,
+    };
 
     fn class(name: &str, paths: &[&str], optional: &[&str]) -> DeviceClass {
         let list = |p: &[&str]| (!p.is_empty()).then(|| p.iter().map(|s| s.to_string()).collect());
@@ -119,6 +160,66 @@ mod tests {
             validate_spec(&s)[0].field,
             "spec.storage.deviceClasses[1].deviceSelector.paths[0]"
         );
+    }
+
+    fn auto_extend(size_percent: i32, ae: ThinPoolAutoExtend) -> LVMClusterSpec {
+        spec(vec![DeviceClass {
+            name: "a".into(),
+            thin_pool_config: Some(ThinPoolConfig {
+                name: "pool".into(),
+                size_percent,
+                overprovision_ratio: 1,
+                auto_extend: Some(ae),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }])
+    }
+
+    #[test]
+    fn auto_extend_defaults_are_valid_and_a_low_ceiling_is_named() {
+        assert_eq!(
+            validate_spec(&auto_extend(90, ThinPoolAutoExtend::default())),
+            vec![]
+        );
+        let low = ThinPoolAutoExtend {
+            max_size_percent: 90,
+            ..Default::default()
+        };
+        let errs = validate_spec(&auto_extend(90, low));
+        assert_eq!(
+            errs[0].field,
+            "spec.storage.deviceClasses[0].thinPoolConfig.autoExtend.maxSizePercent"
+        );
+        assert!(errs[0].message.contains("greater than sizePercent (90)"));
+        let bad = ThinPoolAutoExtend {
+            threshold_percent: 99,
+            step_percent: 0,
+            max_size_percent: 100,
+        };
+        let fields: Vec<String> = validate_spec(&auto_extend(50, bad))
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.storage.deviceClasses[0].thinPoolConfig.autoExtend.thresholdPercent",
+                "spec.storage.deviceClasses[0].thinPoolConfig.autoExtend.stepPercent"
+            ]
+        );
+    }
+
+    #[test]
+    fn auto_extend_fields_default_one_by_one() {
+        let ae: ThinPoolAutoExtend = serde_json::from_str(r#"{"stepPercent": 5}"#).unwrap();
+        assert_eq!(
+            (ae.threshold_percent, ae.step_percent, ae.max_size_percent),
+            (70, 5, 100)
+        );
+        let tp: ThinPoolConfig =
+            serde_json::from_str(r#"{"name": "p", "overprovisionRatio": 1}"#).unwrap();
+        assert_eq!(tp.auto_extend, None, "unset is off, as in LVMS");
     }
 
     #[test]

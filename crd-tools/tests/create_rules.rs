@@ -504,6 +504,74 @@ fn metadata_size_between_2mi_and_16gi() {
 }
 
 #[test]
+fn auto_extend_is_off_unset_defaulted_when_empty_and_bounded() {
+    let base = assert_accepted(lvmcluster().create(&cluster(json!([thin("vg1")]))));
+    assert!(
+        base["spec"]["storage"]["deviceClasses"][0]["thinPoolConfig"]["autoExtend"].is_null(),
+        "unset stays unset (off, as in LVMS)"
+    );
+    let on = assert_accepted(lvmcluster().create(&cluster(json!([set(
+        thin("vg1"),
+        "thinPoolConfig.autoExtend",
+        json!({})
+    )]))));
+    assert_eq!(
+        on["spec"]["storage"]["deviceClasses"][0]["thinPoolConfig"]["autoExtend"],
+        json!({"thresholdPercent": 70, "stepPercent": 10, "maxSizePercent": 100})
+    );
+    let ae = |field: &str, v: i64| {
+        cluster(json!([set(
+            set(thin("vg1"), "thinPoolConfig.sizePercent", json!(10)),
+            &format!("thinPoolConfig.autoExtend.{field}"),
+            json!(v)
+        )]))
+    };
+    let at = |field: &str| format!("{DC0}.thinPoolConfig.autoExtend.{field}");
+    for (field, min, max) in [
+        ("thresholdPercent", 50, 95),
+        ("stepPercent", 1, 50),
+        ("maxSizePercent", 11, 100),
+    ] {
+        assert_accepted(lvmcluster().create(&ae(field, min)));
+        assert_accepted(lvmcluster().create(&ae(field, max)));
+        refuse(
+            ae(field, min - 1),
+            &at(field),
+            &format!("greater than or equal to {min}"),
+        );
+        refuse(
+            ae(field, max + 1),
+            &at(field),
+            &format!("less than or equal to {max}"),
+        );
+    }
+}
+
+#[test]
+fn auto_extend_ceiling_above_the_pools_size() {
+    let class = |size: i64, max: i64| {
+        cluster(json!([set(
+            set(thin("vg1"), "thinPoolConfig.sizePercent", json!(size)),
+            "thinPoolConfig.autoExtend",
+            json!({"maxSizePercent": max})
+        )]))
+    };
+    assert_accepted(lvmcluster().create(&class(60, 61)));
+    let at = format!("{DC0}.thinPoolConfig.autoExtend.maxSizePercent");
+    let needle = "autoExtend.maxSizePercent must be greater than sizePercent";
+    refuse(class(60, 60), &at, needle);
+    refuse(class(80, 50), &at, needle);
+    // sizePercent 90 by default and maxSizePercent 100 by default: `autoExtend: {}` is valid
+    // (above), and with sizePercent 100 there is nowhere to grow.
+    let full = cluster(json!([set(
+        set(thin("vg1"), "thinPoolConfig.sizePercent", json!(100)),
+        "thinPoolConfig.autoExtend",
+        json!({})
+    )]));
+    refuse(full, &at, needle);
+}
+
+#[test]
 fn storage_class_options_are_enums() {
     let sco = format!("{DC0}.storageClassOptions");
     refuse(

@@ -15,6 +15,7 @@ mod create;
 pub mod decide;
 mod existing;
 pub mod layout;
+pub mod listing;
 mod store;
 
 use std::future::Future;
@@ -102,6 +103,21 @@ fn capabilities() -> Vec<pb::ControllerServiceCapability> {
         Rpc::GetCapacity,
         // Several pods on the volume's node may share it.
         Rpc::SingleNodeMultiWriter,
+        // What the external-health-monitor controller needs to put an Event on a claim whose
+        // LV is missing, whose thin pool is full or whose filesystem went read-only: a
+        // ListVolumes every --list-volumes-interval (ControllerGetVolume per PV for a driver
+        // without it) with each volume's condition, which the node's agent records in the
+        // LogicalVolume.
+        Rpc::ListVolumes,
+        Rpc::GetVolume,
+        Rpc::VolumeCondition,
+        Rpc::ListSnapshots,
+        // Not LIST_VOLUMES_PUBLISHED_NODES: the spec ties it to PUBLISH_UNPUBLISH_VOLUME ("The
+        // SP MUST also support PUBLISH_UNPUBLISH_VOLUME") and defines published_node_ids as the
+        // nodes a volume is *controller* published on. A local LV has no ControllerPublish
+        // (the CSIDriver says attachRequired: false), so the list would always be empty or
+        // made up; its only consumer, the external-attacher's VolumeAttachment reconciler,
+        // does not run for this driver, and the health monitor never reads the field.
     ]
     .into_iter()
     .map(|t| pb::ControllerServiceCapability {
@@ -185,6 +201,31 @@ impl pb::controller_server::Controller for ControllerService {
         self.delete(&request.into_inner().snapshot_id, "snapshot_id", deadline)
             .await?;
         Ok(Response::new(pb::DeleteSnapshotResponse {}))
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        Ok(Response::new(
+            self.volumes_page(request.into_inner()).await?,
+        ))
+    }
+
+    async fn controller_get_volume(
+        &self,
+        request: Request<pb::ControllerGetVolumeRequest>,
+    ) -> Result<Response<pb::ControllerGetVolumeResponse>, Status> {
+        Ok(Response::new(self.get_volume(request.into_inner()).await?))
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        Ok(Response::new(
+            self.snapshots_page(request.into_inner()).await?,
+        ))
     }
 
     async fn controller_expand_volume(

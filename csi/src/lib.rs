@@ -7,6 +7,7 @@ pub mod controller;
 pub mod encryption;
 pub mod fs_options;
 pub mod identity;
+pub mod io_limits;
 pub mod socket;
 pub mod volume;
 

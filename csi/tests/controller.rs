@@ -389,8 +389,16 @@ async fn identity_and_capabilities() {
         Rpc::ExpandVolume,
         Rpc::GetCapacity,
         Rpc::SingleNodeMultiWriter,
+        Rpc::ListVolumes,
+        Rpc::GetVolume,
+        Rpc::VolumeCondition,
+        Rpc::ListSnapshots,
     ];
     assert_eq!(got, want.map(|t| t as i32));
+    assert!(
+        !got.contains(&(Rpc::ListVolumesPublishedNodes as i32)),
+        "the spec ties it to PUBLISH_UNPUBLISH_VOLUME, which a local volume has not"
+    );
     h.stop().await;
 }
 
@@ -1223,5 +1231,406 @@ async fn the_volume_context_names_the_claim_and_pv() {
     // Without the extra metadata there is no claim to name.
     let plain = h.create(volume("pvc-plain", Some("thin"), Some(GIB))).await;
     assert!(plain.unwrap().volume_context.is_empty());
+    h.stop().await;
+}
+
+/// I/O limits (issue 16, part 1): the StorageClass's rates reach the node in the volume
+/// context; a bad one is refused naming the parameter, and no LogicalVolume is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn io_limits_travel_in_the_volume_context() {
+    let h = Harness::new().await;
+    let mut req = volume("pvc-limited", Some("thin"), Some(GIB));
+    for (k, v) in [
+        ("lvms.topolvm.io/read-bps", "100Mi"),
+        ("lvms.topolvm.io/write-iops-per-gib", "20"),
+    ] {
+        req.parameters.insert(k.into(), v.into());
+    }
+    let v = h.create(req).await.unwrap();
+    let ctx = |k: &str| v.volume_context.get(k).map(String::as_str);
+    assert_eq!(ctx("lvms.topolvm.io/read-bps"), Some("104857600"));
+    assert_eq!(ctx("lvms.topolvm.io/write-iops-per-gib"), Some("20"));
+    let mut bad = volume("pvc-bad-limit", Some("thin"), Some(GIB));
+    bad.parameters
+        .insert("lvms.topolvm.io/read-iops".into(), "many".into());
+    let before = h.api.list(LVS).len();
+    let e = h.create(bad).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message()
+            .starts_with("parameters[lvms.topolvm.io/read-iops]"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(
+        h.api.list(LVS).len(),
+        before,
+        "no LogicalVolume for a refused request"
+    );
+    h.stop().await;
+}
+
+impl Harness {
+    async fn list_volumes(
+        &self,
+        max_entries: i32,
+        token: &str,
+    ) -> Result<pb::ListVolumesResponse, Status> {
+        let mut ctl = self.ctl.clone();
+        let req = pb::ListVolumesRequest {
+            max_entries,
+            starting_token: token.into(),
+        };
+        bounded("ListVolumes", ctl.list_volumes(req))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn get_volume(&self, id: &str) -> Result<pb::ControllerGetVolumeResponse, Status> {
+        let mut ctl = self.ctl.clone();
+        let req = pb::ControllerGetVolumeRequest {
+            volume_id: id.into(),
+        };
+        bounded("ControllerGetVolume", ctl.controller_get_volume(req))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn list_snapshots(
+        &self,
+        req: pb::ListSnapshotsRequest,
+    ) -> Result<pb::ListSnapshotsResponse, Status> {
+        let mut ctl = self.ctl.clone();
+        bounded("ListSnapshots", ctl.list_snapshots(req))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Writes `status` fields of the LogicalVolume of `spec_name`, as its node would.
+    async fn node_writes(&self, spec_name: &str, status: Value) {
+        let name = self.lv_named(spec_name).unwrap().name_any();
+        Api::<LogicalVolume>::all(self.api.client())
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn ids(r: &pb::ListVolumesResponse) -> Vec<String> {
+    r.entries
+        .iter()
+        .map(|e| e.volume.as_ref().unwrap().volume_id.clone())
+        .collect()
+}
+
+fn condition_of(e: &pb::list_volumes_response::Entry) -> pb::VolumeCondition {
+    e.status
+        .as_ref()
+        .and_then(|s| s.volume_condition.clone())
+        .expect("VOLUME_CONDITION: every entry has a condition")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_volumes_pages_in_one_order_and_skips_nothing() {
+    let h = Harness::new().await;
+    let mut made = vec![];
+    for i in 0..5 {
+        made.push(
+            h.create(volume(&format!("pvc-l{i}"), None, Some(GIB)))
+                .await
+                .unwrap(),
+        );
+    }
+    // A snapshot is no volume.
+    h.snapshot("snapshot-l", &made[0].volume_id).await.unwrap();
+    let mut want: Vec<String> = made.iter().map(|v| v.volume_id.clone()).collect();
+    want.sort();
+
+    let all = h.list_volumes(0, "").await.unwrap();
+    assert_eq!(ids(&all), want, "every volume, in volume ID order");
+    assert!(all.next_token.is_empty());
+    for (e, v) in all.entries.iter().zip(&want) {
+        let vol = e.volume.as_ref().unwrap();
+        let made = made.iter().find(|m| &m.volume_id == v).unwrap();
+        assert_eq!(vol.capacity_bytes, made.capacity_bytes);
+        assert_eq!(vol.accessible_topology, made.accessible_topology);
+        let st = e.status.as_ref().unwrap();
+        assert!(st.published_node_ids.is_empty());
+        assert!(!condition_of(e).abnormal);
+    }
+
+    // Pages of two, to the end; the same token gives the same page.
+    let p1 = h.list_volumes(2, "").await.unwrap();
+    assert_eq!(ids(&p1), want[..2]);
+    assert!(!p1.next_token.is_empty());
+    let p2 = h.list_volumes(2, &p1.next_token).await.unwrap();
+    assert_eq!(ids(&p2), want[2..4]);
+    assert_eq!(
+        p2,
+        h.list_volumes(2, &p1.next_token).await.unwrap(),
+        "idempotent"
+    );
+    let p3 = h.list_volumes(2, &p2.next_token).await.unwrap();
+    assert_eq!((ids(&p3), p3.next_token.as_str()), (want[4..].to_vec(), ""));
+
+    // The last volume of the first page goes, one is added: the next page neither repeats
+    // nor skips what it had.
+    h.delete(&want[1]).await.unwrap();
+    h.create(volume("pvc-l5", None, None)).await.unwrap();
+    let rest = h.list_volumes(0, &p1.next_token).await.unwrap();
+    for id in &want[2..] {
+        assert!(ids(&rest).contains(id), "{id} skipped");
+    }
+    assert!(!ids(&rest).contains(&want[1]) && !ids(&rest).contains(&want[0]));
+    assert_eq!(h.list_volumes(0, "").await.unwrap().entries.len(), 5);
+
+    expect_code(
+        h.list_volumes(0, "invalid-token").await,
+        Code::Aborted,
+        "starting_token",
+    );
+    expect_code(
+        h.list_volumes(-1, "").await,
+        Code::InvalidArgument,
+        "max_entries",
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_come_from_what_the_node_recorded() {
+    let h = Harness::new().await;
+    let full = h.create(volume("pvc-full", None, None)).await.unwrap();
+    let gone = h.create(volume("pvc-gone", None, None)).await.unwrap();
+    let fine = h.create(volume("pvc-fine", None, None)).await.unwrap();
+    let pool = "thin pool thin/pool is out of data space (100.00% used): writes fail";
+    h.node_writes(
+        "pvc-full",
+        json!({"health": {"abnormal": true, "message": pool}}),
+    )
+    .await;
+    // A node whose agent predates the health check: its reconciler's NOT_FOUND says it.
+    h.node_writes(
+        "pvc-gone",
+        json!({"code": 5, "message": format!("logical volume thin/{} has vanished from the node", gone.volume_id)}),
+    )
+    .await;
+    h.node_writes("pvc-fine", json!({"health": {"abnormal": false}}))
+        .await;
+
+    let list = h.list_volumes(0, "").await.unwrap();
+    let cond = |id: &str| {
+        let e = list
+            .entries
+            .iter()
+            .find(|e| e.volume.as_ref().unwrap().volume_id == id)
+            .unwrap();
+        condition_of(e)
+    };
+    assert_eq!(
+        cond(&full.volume_id),
+        pb::VolumeCondition {
+            abnormal: true,
+            message: pool.into()
+        }
+    );
+    let c = cond(&gone.volume_id);
+    assert!(c.abnormal && c.message.contains("vanished"), "{c:?}");
+    assert!(!cond(&fine.volume_id).abnormal);
+
+    // ControllerGetVolume says the same, per volume.
+    let g = h.get_volume(&full.volume_id).await.unwrap();
+    assert_eq!(g.volume.as_ref().unwrap().volume_id, full.volume_id);
+    let st = g.status.unwrap();
+    assert_eq!(st.volume_condition.unwrap().message, pool);
+    assert!(st.published_node_ids.is_empty());
+
+    // The node sees the pool again: normal again.
+    h.node_writes(
+        "pvc-full",
+        json!({"health": {"abnormal": false, "message": null}}),
+    )
+    .await;
+    let g = h.get_volume(&full.volume_id).await.unwrap();
+    assert!(!g.status.unwrap().volume_condition.unwrap().abnormal);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_volume_is_not_found_for_what_is_no_volume() {
+    let h = Harness::new().await;
+    expect_code(
+        h.get_volume("").await,
+        Code::InvalidArgument,
+        "volume_id is required",
+    );
+    expect_code(
+        h.get_volume("no-such-id").await,
+        Code::NotFound,
+        "volume_id",
+    );
+    let v = h.create(volume("pvc-g", None, Some(GIB))).await.unwrap();
+    let got = h.get_volume(&v.volume_id).await.unwrap().volume.unwrap();
+    assert_eq!(
+        (
+            got.volume_id.as_str(),
+            got.capacity_bytes,
+            &got.accessible_topology
+        ),
+        (
+            v.volume_id.as_str(),
+            v.capacity_bytes,
+            &v.accessible_topology
+        )
+    );
+    assert_eq!(got.content_source, None);
+    let s = h.snapshot("snapshot-g", &v.volume_id).await.unwrap();
+    expect_code(
+        h.get_volume(&s.snapshot_id).await,
+        Code::NotFound,
+        "is a snapshot",
+    );
+    // A restore names its snapshot as its source, a clone its volume.
+    let mut restore = volume("pvc-g-restore", None, None);
+    restore.volume_content_source = Some(pb::VolumeContentSource {
+        r#type: Some(Source::Snapshot(SnapshotSource {
+            snapshot_id: s.snapshot_id.clone(),
+        })),
+    });
+    let r = h.create(restore.clone()).await.unwrap();
+    assert_eq!(
+        h.get_volume(&r.volume_id)
+            .await
+            .unwrap()
+            .volume
+            .unwrap()
+            .content_source,
+        restore.volume_content_source
+    );
+    let mut clone = volume("pvc-g-clone", None, None);
+    clone.volume_content_source = Some(pb::VolumeContentSource {
+        r#type: Some(Source::Volume(VolumeSource {
+            volume_id: v.volume_id.clone(),
+        })),
+    });
+    let c = h.create(clone.clone()).await.unwrap();
+    assert_eq!(
+        h.get_volume(&c.volume_id)
+            .await
+            .unwrap()
+            .volume
+            .unwrap()
+            .content_source,
+        clone.volume_content_source
+    );
+    h.delete(&c.volume_id).await.unwrap();
+    expect_code(
+        h.get_volume(&c.volume_id).await,
+        Code::NotFound,
+        "not found",
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_snapshots_filters_and_pages() {
+    let h = Harness::new().await;
+    let a = h.create(volume("pvc-sa", None, None)).await.unwrap();
+    let b = h.create(volume("pvc-sb", None, None)).await.unwrap();
+    let mut snaps = vec![];
+    for (name, src) in [("snap-a1", &a), ("snap-a2", &a), ("snap-b1", &b)] {
+        snaps.push(h.snapshot(name, &src.volume_id).await.unwrap());
+    }
+    let list = |req: pb::ListSnapshotsRequest| h.list_snapshots(req);
+    let snap_ids = |r: &pb::ListSnapshotsResponse| -> Vec<String> {
+        r.entries
+            .iter()
+            .map(|e| e.snapshot.as_ref().unwrap().snapshot_id.clone())
+            .collect()
+    };
+    let mut want: Vec<String> = snaps.iter().map(|s| s.snapshot_id.clone()).collect();
+    want.sort();
+    let all = list(Default::default()).await.unwrap();
+    assert_eq!(snap_ids(&all), want, "snapshots only, in ID order");
+    for e in &all.entries {
+        let s = e.snapshot.as_ref().unwrap();
+        let made = snaps
+            .iter()
+            .find(|m| m.snapshot_id == s.snapshot_id)
+            .unwrap();
+        assert_eq!(s, made, "as CreateSnapshot answered");
+    }
+    let one = list(pb::ListSnapshotsRequest {
+        snapshot_id: snaps[1].snapshot_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(snap_ids(&one), [snaps[1].snapshot_id.clone()]);
+    let of_a = list(pb::ListSnapshotsRequest {
+        source_volume_id: a.volume_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(of_a.entries.len(), 2);
+    assert!(
+        of_a.entries
+            .iter()
+            .all(|e| e.snapshot.as_ref().unwrap().source_volume_id == a.volume_id)
+    );
+    for none in [
+        pb::ListSnapshotsRequest {
+            snapshot_id: "none-exist-id".into(),
+            ..Default::default()
+        },
+        pb::ListSnapshotsRequest {
+            source_volume_id: "no-such-volume".into(),
+            ..Default::default()
+        },
+    ] {
+        assert!(list(none).await.unwrap().entries.is_empty());
+    }
+    let p1 = list(pb::ListSnapshotsRequest {
+        max_entries: 2,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(snap_ids(&p1), want[..2]);
+    let p2 = list(pb::ListSnapshotsRequest {
+        starting_token: p1.next_token.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (snap_ids(&p2), p2.next_token.as_str()),
+        (want[2..].to_vec(), "")
+    );
+    expect_code(
+        list(pb::ListSnapshotsRequest {
+            starting_token: "invalid-token".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::Aborted,
+        "starting_token",
+    );
+    let mut ctl = h.ctl.clone();
+    bounded(
+        "DeleteSnapshot",
+        ctl.delete_snapshot(pb::DeleteSnapshotRequest {
+            snapshot_id: snaps[0].snapshot_id.clone(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(list(Default::default()).await.unwrap().entries.len(), 2);
     h.stop().await;
 }

@@ -391,6 +391,37 @@ impl Lvm {
         self.lvextend(vg, pool, "--poolmetadatasize", bytes_arg(size)?, true)
     }
 
+    /// Grows the data of thin pool `vg/pool` by `add` bytes (lvm2 rounds up to whole extents).
+    /// Not idempotent: a caller decides from a fresh [`Lvm::pool_usage`] each time.
+    pub fn extend_pool_data_by(&self, vg: &str, pool: &str, add: u64) -> Result<(), Error> {
+        self.lvextend(vg, pool, "--size", format!("+{}", bytes_arg(add)?), false)
+    }
+
+    /// Grows the metadata of thin pool `vg/pool` by `add` bytes; lvm2 grows the metadata spare
+    /// with it. Not idempotent, as [`Lvm::extend_pool_data_by`].
+    pub fn extend_pool_metadata_by(&self, vg: &str, pool: &str, add: u64) -> Result<(), Error> {
+        self.lvextend(
+            vg,
+            pool,
+            "--poolmetadatasize",
+            format!("+{}", bytes_arg(add)?),
+            false,
+        )
+    }
+
+    /// The fill of the named thin pools (`(vg, pool)` each) and their volume groups' room, from
+    /// one `lvs` of those pools only.
+    pub fn pool_usage(&self, pools: &[(String, String)]) -> Result<Vec<report::PoolUsage>, Error> {
+        for (vg, pool) in pools {
+            check_name("volume group", vg)?;
+            check_name("logical volume", pool)?;
+        }
+        if pools.is_empty() {
+            return Ok(Vec::new());
+        }
+        report::parse_pool_usage(&self.lvm(report::pool_usage_args(pools))?)
+    }
+
     /// Grows `vg/name` to `percent` of the volume group (a thin pool after the VG grew). Already
     /// that large is success.
     pub fn extend_to_percent(&self, vg: &str, name: &str, percent: u8) -> Result<(), Error> {
@@ -514,6 +545,58 @@ mod tests {
             Err(Error::Invalid(_))
         ));
         assert!(rec.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn pool_extension_and_usage_arguments() {
+        let (rec, l) = lvm();
+        l.extend_pool_data_by("vg1", "pool", 4 << 20).unwrap();
+        l.extend_pool_metadata_by("vg1", "pool", 8 << 20).unwrap();
+        l.pool_usage(&[("vg1".into(), "pool".into()), ("vg2".into(), "tp".into())])
+            .unwrap_err(); // the recorder prints no JSON
+        let argv: Vec<String> = rec.0.lock().unwrap().iter().map(|a| a.join(" ")).collect();
+        assert_eq!(argv[0], "lvm lvextend --size +4194304b vg1/pool");
+        assert_eq!(
+            argv[1],
+            "lvm lvextend --poolmetadatasize +8388608b vg1/pool"
+        );
+        assert!(
+            argv[2].starts_with("lvm lvs --reportformat json --units b --nosuffix -o vg_name,")
+                && argv[2].ends_with(" vg1/pool vg2/tp"),
+            "{}",
+            argv[2]
+        );
+        assert!(matches!(
+            l.extend_pool_data_by("vg1", "pool", 1000),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            l.pool_usage(&[("vg1".into(), "-a".into())]),
+            Err(Error::Invalid(_))
+        ));
+        assert_eq!(
+            l.pool_usage(&[]).unwrap(),
+            vec![],
+            "no command for no pools"
+        );
+        assert_eq!(rec.0.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn pool_usage_parses_lvs_json() {
+        let json = r#"{"report":[{"lv":[{"vg_name":"vg1","lv_name":"pool","lv_attr":"twi-aotz--","lv_size":"943718400","data_percent":"71.52","metadata_percent":"10.01","lv_metadata_size":"4194304","vg_size":"2139095040","vg_free":"1186988032","vg_extent_size":"4194304"}]}]}"#;
+        let p = crate::report::parse_pool_usage(json).unwrap();
+        assert_eq!(p.len(), 1);
+        assert!(p[0].is_thin_pool());
+        assert_eq!(
+            (p[0].size, p[0].data_percent, p[0].metadata_size),
+            (943718400, Some(71.52), Some(4194304))
+        );
+        assert_eq!(
+            (p[0].vg_size, p[0].vg_free, p[0].extent_size),
+            (2139095040, 1186988032, 4194304)
+        );
+        assert!(crate::report::parse_pool_usage("{").is_err());
     }
 
     #[test]

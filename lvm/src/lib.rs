@@ -17,5 +17,5 @@ pub mod runner;
 
 pub use commands::{Clear, Layout, Lvm, ThinPoolSpec};
 pub use error::Error;
-pub use report::{LogicalVolume, PhysicalVolume, Report, VolumeGroup};
+pub use report::{LogicalVolume, PhysicalVolume, PoolUsage, Report, VolumeGroup};
 pub use runner::{Exec, Mode, Output, Runner};

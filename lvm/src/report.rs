@@ -211,6 +211,82 @@ impl Report {
     }
 }
 
+/// Columns of [`pool_usage_args`]: a thin pool's fill and its volume group's room, one row per
+/// named pool.
+pub const POOL_FIELDS: &str = "vg_name,lv_name,lv_attr,lv_size,data_percent,metadata_percent,lv_metadata_size,vg_size,vg_free,vg_extent_size";
+
+/// `lvs` of the named thin pools only (`vg/pool` each), far cheaper than a full report: lvm
+/// reads the VG metadata and asks device-mapper for the status of these LVs alone, however many
+/// thin volumes the pools hold. For polling pool fill (dmeventd does not run in the pod).
+pub fn pool_usage_args(pools: &[(String, String)]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "lvs",
+        "--reportformat",
+        "json",
+        "--units",
+        "b",
+        "--nosuffix",
+        "-o",
+        POOL_FIELDS,
+    ]
+    .map(String::from)
+    .to_vec();
+    a.extend(pools.iter().map(|(vg, pool)| format!("{vg}/{pool}")));
+    a
+}
+
+/// One thin pool as [`pool_usage_args`] reports it, with its volume group's sizes.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct PoolUsage {
+    pub vg_name: String,
+    #[serde(rename = "lv_name")]
+    pub name: String,
+    #[serde(rename = "lv_attr", default)]
+    pub attr: String,
+    /// The pool's data size.
+    #[serde(rename = "lv_size", deserialize_with = "bytes", default)]
+    pub size: u64,
+    #[serde(deserialize_with = "percent", default)]
+    pub data_percent: Option<f64>,
+    #[serde(deserialize_with = "percent", default)]
+    pub metadata_percent: Option<f64>,
+    #[serde(rename = "lv_metadata_size", deserialize_with = "opt_bytes", default)]
+    pub metadata_size: Option<u64>,
+    #[serde(deserialize_with = "bytes", default)]
+    pub vg_size: u64,
+    #[serde(deserialize_with = "bytes", default)]
+    pub vg_free: u64,
+    #[serde(rename = "vg_extent_size", deserialize_with = "bytes", default)]
+    pub extent_size: u64,
+}
+
+impl PoolUsage {
+    pub fn is_thin_pool(&self) -> bool {
+        self.attr.starts_with('t')
+    }
+}
+
+#[derive(Deserialize)]
+struct PoolRaw {
+    #[serde(default)]
+    report: Vec<PoolSection>,
+}
+
+#[derive(Deserialize)]
+struct PoolSection {
+    #[serde(default)]
+    lv: Vec<PoolUsage>,
+}
+
+/// Parses the output of [`pool_usage_args`]. Never panics.
+pub fn parse_pool_usage(json: &str) -> Result<Vec<PoolUsage>, Error> {
+    let raw: PoolRaw = serde_json::from_str(json).map_err(|e| Error::Parse {
+        what: "lvs of the thin pools".into(),
+        message: e.to_string(),
+    })?;
+    Ok(raw.report.into_iter().flat_map(|s| s.lv).collect())
+}
+
 #[derive(Deserialize)]
 struct Raw {
     #[serde(default)]

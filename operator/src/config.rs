@@ -14,10 +14,12 @@ pub struct Images {
     pub csi_resizer: String,
     pub csi_registrar: String,
     pub csi_livenessprobe: String,
+    /// Turns the controller's ListVolumes conditions into Events on the claims.
+    pub csi_health_monitor: String,
 }
 
 /// (variable, default) per image, in the order of [`Images`].
-pub const IMAGE_VARS: [(&str, &str); 6] = [
+pub const IMAGE_VARS: [(&str, &str); 7] = [
     (
         "RELATED_IMAGE_VG_MANAGER",
         "ghcr.io/lvms-rs/vg-manager:v0.1.0",
@@ -42,6 +44,10 @@ pub const IMAGE_VARS: [(&str, &str); 6] = [
         "RELATED_IMAGE_CSI_LIVENESSPROBE",
         "registry.k8s.io/sig-storage/livenessprobe:v2.15.0",
     ),
+    (
+        "RELATED_IMAGE_CSI_HEALTH_MONITOR",
+        "registry.k8s.io/sig-storage/csi-external-health-monitor-controller:v0.14.0",
+    ),
 ];
 
 impl Images {
@@ -61,6 +67,7 @@ impl Images {
             csi_resizer: get(3),
             csi_registrar: get(4),
             csi_livenessprobe: get(5),
+            csi_health_monitor: get(6),
         }
     }
 }

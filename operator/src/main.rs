@@ -15,7 +15,7 @@ const USAGE: &str = "usage: lvms-operator [--namespace NS] [--leader-elect] [--h
   --metrics-addr      HTTPS /metrics for callers the API server authorizes (default 0.0.0.0:8443)
   --metrics-cert-dir  tls.crt and tls.key to serve, re-read every minute; self-signed when absent (default /etc/lvms/metrics-certs)
   --metrics-insecure  /metrics in plain HTTP on the health address, unauthorized: for a workstation only
-images: RELATED_IMAGE_VG_MANAGER, _CSI_PROVISIONER, _CSI_SNAPSHOTTER, _CSI_RESIZER, _CSI_REGISTRAR, _CSI_LIVENESSPROBE
+images: RELATED_IMAGE_VG_MANAGER, _CSI_PROVISIONER, _CSI_SNAPSHOTTER, _CSI_RESIZER, _CSI_REGISTRAR, _CSI_LIVENESSPROBE, _CSI_HEALTH_MONITOR
 logs: RUST_LOG (default info), LOG_FORMAT=json for JSON lines";
 
 fn parse(args: &[String], env: &BTreeMap<String, String>) -> Result<Options, String> {

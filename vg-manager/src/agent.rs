@@ -21,7 +21,9 @@ use crate::capacity::{self, ClassUsage};
 use crate::plan::{self, Observed};
 use crate::reports::Reports;
 
+mod pools;
 mod raw;
+pub use pools::{PoolPoll, Watched};
 pub use raw::{FORMATTED_ANNOTATION, RawCounts};
 
 /// Whether a listed path resolves to a device that `scanned` (a scan's devices, children too)
@@ -72,6 +74,10 @@ pub struct Agent {
     published: std::sync::Mutex<Option<LVMVolumeGroupNodeStatusSpec>>,
     /// Events on the PersistentVolumes of raw-device classes.
     recorder: kube::runtime::events::Recorder,
+    /// The thin pools with autoExtend and their standing warnings (see [`pools`]).
+    pools: std::sync::Mutex<pools::PoolState>,
+    /// Woken when the first pool is to be watched: the poller sleeps while there is none.
+    pools_watched: tokio::sync::Notify,
 }
 
 /// What a device scan found.
@@ -138,6 +144,8 @@ impl Agent {
             devices: Default::default(),
             raid_ok: Default::default(),
             published: Default::default(),
+            pools: Default::default(),
+            pools_watched: Default::default(),
         }
     }
 
@@ -328,6 +336,7 @@ impl Agent {
             None
         };
         let mut reported = Vec::new();
+        let mut watched = Vec::new();
         // Raw-device classes first: the PVs they make in this pass must be known to the volume
         // groups after them.
         let (raw, vg_classes): (Vec<_>, Vec<_>) =
@@ -445,8 +454,31 @@ impl Agent {
             if let Some(u) = capacity::usage(&snap.report, &name, &vg.spec) {
                 out.usage.insert(name.clone(), u);
             }
+            if let Some(tp) = &vg.spec.thin_pool_config
+                && let Some(ae) = &tp.auto_extend
+                && snap
+                    .report
+                    .lv(&name, &tp.name)
+                    .is_some_and(|l| l.is_thin_pool())
+            {
+                use kube::Resource;
+                watched.push(Watched {
+                    vg: name.clone(),
+                    pool: tp.name.clone(),
+                    policy: ae.into(),
+                    regarding: vg.object_ref(&()),
+                });
+            }
+            // A pool that cannot grow any more is still Ready (it serves), with the reason.
+            for w in self.pool_warnings(&name) {
+                if !status.reason.is_empty() {
+                    status.reason.push_str("; ");
+                }
+                status.reason.push_str(&w);
+            }
             reported.push(status);
         }
+        self.watch_pools(watched);
         reported.sort_by(|a, b| a.name.cmp(&b.name));
         // Degraded too: a replacement disk may be put in. Raw-device classes offer every disk
         // that appears.

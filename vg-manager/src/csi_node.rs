@@ -2,7 +2,8 @@
 //! logical volume straight onto kubelet's target (no staging step: an LV is local and cheap to
 //! mount, and TopoLVM's volumes must keep working after a switch), NodeUnpublishVolume undoes
 //! it, NodeExpandVolume grows the filesystem after the controller grew the LV, and
-//! NodeGetVolumeStats reports usage and the health of the volume and its thin pool.
+//! NodeGetVolumeStats reports usage and the health of the volume, its thin pool and its
+//! filesystem (read-only after an error).
 //!
 //! A volume ID is the name of its LV, in whichever volume group holds it. LVs are found in the
 //! node's shared report cache ([`Reports`]), read anew only when the cached copy lacks the
@@ -10,6 +11,7 @@
 //! run through the agent's [`Runner`] so mounts land in the namespace kubelet sees.
 
 mod host;
+pub mod io_limits;
 mod ops;
 mod record;
 #[cfg(test)]
@@ -35,7 +37,7 @@ use crate::logical_volume::OWNER_TAG_PREFIX;
 use crate::reports::Reports;
 use host::Host;
 
-pub use ops::condition;
+pub use ops::{condition, read_only_problem};
 pub use record::Kube;
 
 pub struct NodeService {
@@ -47,7 +49,13 @@ pub struct NodeService {
     /// Where mkfs and mount failures are recorded (the LogicalVolume, the claim); None in tests
     /// and tools that run the service without a cluster.
     kube: Option<Kube>,
+    /// Where each publish's I/O limits are remembered (io_limits): on the host, beside the
+    /// socket, so an agent restarted between publish and unpublish still takes them away.
+    io_state: std::path::PathBuf,
 }
+
+/// The default of [`NodeService::with_io_state`]: the plugin directory the socket is in.
+pub const IO_STATE_DIR: &str = "/run/topolvm/io-limits";
 
 /// Marks a volume busy until dropped. It travels into the blocking task, so a call kubelet gave
 /// up waiting for still holds the volume until its commands finish: a retry cannot overlap it.
@@ -80,7 +88,14 @@ impl NodeService {
             host: Host { runner, mode },
             busy: Arc::default(),
             kube: None,
+            io_state: IO_STATE_DIR.into(),
         }
+    }
+
+    /// Keeps the record of I/O limits in `dir` instead of [`IO_STATE_DIR`].
+    pub fn with_io_state(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.io_state = dir.into();
+        self
     }
 
     /// Records mkfs and mount failures on the cluster too (see [`Kube`]).
@@ -264,6 +279,12 @@ impl Node for NodeService {
             .await?
             .ok_or_else(|| self.not_found(id))?;
         let host = self.host.clone();
+        // The device the pod's I/O goes to: the decrypted mapping of an encrypted volume.
+        let device_path = match &encryption {
+            Some(_) => lvm::crypt::mapper_path(&lvm::crypt::mapping_name(id)),
+            None => format!("/dev/{}/{}", lv.vg_name, lv.name),
+        };
+        let (size, limited) = (lv.size, (target.clone(), r.volume_context.clone()));
         let p = ops::Publish {
             lv,
             target,
@@ -273,9 +294,28 @@ impl Node for NodeService {
             readonly: r.readonly,
             encryption,
         };
+        let (state, volume) = (self.io_state.clone(), id.to_string());
         let outcome = blocking(move || {
             let _busy = busy;
-            Ok(ops::publish(&host, &p))
+            let published = ops::publish(&host, &p);
+            if published.is_ok() {
+                // After the mount, when the device (and an encrypted volume's mapping) exists;
+                // a refusal fails the publish, and kubelet's retry finds the mount in place.
+                let (target, context) = &limited;
+                let dev = host.stat(&device_path)?.ok_or_else(|| {
+                    Status::internal(format!("{device_path} vanished after the publish"))
+                })?;
+                io_limits::apply(
+                    std::path::Path::new(io_limits::CGROUP_ROOT),
+                    &state,
+                    &volume,
+                    target,
+                    context,
+                    dev.rdev,
+                    size,
+                )?;
+            }
+            Ok(published)
         })
         .await?;
         match outcome {
@@ -309,9 +349,11 @@ impl Node for NodeService {
         let busy = self.begin(id)?;
         let host = self.host.clone();
         let volume = id.to_string();
+        let state = self.io_state.clone();
         blocking(move || {
             let _busy = busy;
             ops::unpublish(&host, &target)?;
+            io_limits::clear(&state, &volume, &target)?;
             // Also on a retry that finds the target gone: a crash between unmount and close
             // must not leave the volume decrypted.
             ops::lock(&host, &volume)
@@ -370,9 +412,12 @@ impl Node for NodeService {
         }
         let size = lv.size;
         let host = self.host.clone();
+        let (state, volume) = (self.io_state.clone(), id.to_string());
         blocking(move || {
             let _busy = busy;
-            ops::expand(&host, &lv, &path, usage.as_ref() == Some(&Usage::Block))
+            ops::expand(&host, &lv, &path, usage.as_ref() == Some(&Usage::Block))?;
+            // A per-GiB limit grows with the volume.
+            io_limits::resize(&state, &volume, size)
         })
         .await?;
         Ok(Response::new(pb::NodeExpandVolumeResponse {

@@ -4,6 +4,7 @@
 //! CSI controller service (crate `csi`) in the controller Deployment.
 
 pub mod agent;
+pub mod autoextend;
 pub mod capacity;
 pub mod csi_node;
 pub mod discover;

@@ -15,11 +15,13 @@ use kube::{Client, ResourceExt};
 use crate::agent::set_finalizers;
 use crate::reports::Reports;
 use layout::Shape;
+use lvm::mount::MountInfo;
 use lvm::{Layout, Lvm, Report};
 use lvms_api::logical_volume::LayoutType;
 use lvms_api::names::LOGICAL_VOLUME_FINALIZER;
 use lvms_api::{
-    LVMVolumeGroup, LogicalVolume, RAIDType, RaidLayout, VolumeCleanup, quantity_bytes,
+    LVMVolumeGroup, LogicalVolume, RAIDType, RaidLayout, VolumeCleanup, VolumeHealth,
+    quantity_bytes,
 };
 use serde_json::{Value, json};
 
@@ -249,6 +251,62 @@ pub fn decide(
             }
         }
     }
+}
+
+/// The health of `lv` as this node sees it, from one LVM report and the node's mount table:
+/// the LV must exist, its thin pool must have room (and the LV all its physical volumes:
+/// [`crate::csi_node::condition`], what NodeGetVolumeStats says too), and no filesystem of it
+/// may have gone read-only under a writable mount ([`crate::csi_node::read_only_problem`], with
+/// sysfs at `sys`). `devno` gives a device path's major:minor, for a mount whose source names
+/// the device otherwise. None when there is nothing to check:
+/// another node's volume, one being deleted, or one the node has not made yet.
+pub fn health(
+    lv: &LogicalVolume,
+    node: &str,
+    report: &Report,
+    mounts: &[MountInfo],
+    sys: &std::path::Path,
+    devno: &dyn Fn(&str) -> Option<(u32, u32)>,
+) -> Option<VolumeHealth> {
+    let made = lv.status.as_ref().is_some_and(|s| !s.volume_id.is_empty());
+    if lv.spec.node_name != node || lv.metadata.deletion_timestamp.is_some() || !made {
+        return None;
+    }
+    let vg = lv.spec.device_class.as_str();
+    let name = lv.uid().unwrap_or_default();
+    let Some(l) = report.lv(vg, &name) else {
+        return Some(VolumeHealth {
+            abnormal: true,
+            message: format!(
+                "logical volume {vg}/{name} is missing from node {node}: removed outside the driver, or its volume group is gone; its data cannot be reached"
+            ),
+        });
+    };
+    let mut problems: Vec<String> = crate::csi_node::condition(report, l).into_iter().collect();
+    // The devices a filesystem of the volume is mounted from: the LV itself, or its decrypted
+    // mapping. mount(8) records the /dev/mapper name; the numbers catch any other spelling.
+    let mapping = lvm::crypt::mapper_path(&lvm::crypt::mapping_name(&name));
+    let paths = [l.dm_path.clone(), format!("/dev/{vg}/{name}"), mapping];
+    let numbers: Vec<(u32, u32)> = paths
+        .iter()
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| devno(p))
+        .collect();
+    let ours = |m: &&MountInfo| {
+        paths.iter().any(|p| !p.is_empty() && *p == m.source)
+            || numbers.contains(&(m.major, m.minor))
+    };
+    if let Some(p) = mounts
+        .iter()
+        .filter(ours)
+        .find_map(|m| crate::csi_node::read_only_problem(&name, m, sys))
+    {
+        problems.push(p);
+    }
+    Some(VolumeHealth {
+        abnormal: !problems.is_empty(),
+        message: problems.join("; "),
+    })
 }
 
 /// Runs `action` on LVM; a failure becomes a status code and message.
@@ -620,6 +678,102 @@ mod tests {
             .collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn health_names_what_is_wrong() {
+        let no_devno = |_: &str| None;
+        // The read-only signs themselves are tested in csi_node's tests.
+        let nosys = std::path::Path::new("/nonexistent-sys");
+        let mut made = lv("1Gi", "");
+        made.status = Some(LogicalVolumeStatus {
+            volume_id: "uid-1".into(),
+            ..Default::default()
+        });
+        let mut r = report(&[("uid-1", 1 << 30)]);
+        r.lvs[1].dm_path = "/dev/mapper/vg1-uid--1".into();
+        let ok = health(&made, "node-a", &r, &[], nosys, &no_devno).unwrap();
+        assert_eq!(ok, VolumeHealth::default(), "checked and healthy");
+        assert_eq!(
+            health(&made, "node-b", &r, &[], nosys, &no_devno),
+            None,
+            "not ours"
+        );
+        assert_eq!(
+            health(&lv("1Gi", ""), "node-a", &r, &[], nosys, &no_devno),
+            None,
+            "not made yet"
+        );
+
+        let gone = health(&made, "node-a", &report(&[]), &[], nosys, &no_devno).unwrap();
+        assert!(gone.abnormal);
+        assert!(
+            gone.message
+                .contains("logical volume vg1/uid-1 is missing from node node-a"),
+            "{}",
+            gone.message
+        );
+
+        let mut full = r.clone();
+        full.lvs[0].data_percent = Some(100.0);
+        let h = health(&made, "node-a", &full, &[], nosys, &no_devno).unwrap();
+        assert!(
+            h.abnormal
+                && h.message
+                    .contains("thin pool vg1/pool is out of data space"),
+            "{}",
+            h.message
+        );
+
+        // The kernel made the filesystem read-only under the pod's writable mount.
+        let mount = |source: &str, dev: &str, opts: &str, sb: &str| {
+            lvm::mount::parse(&format!(
+                "36 25 {dev} / /pods/a {opts} - ext4 {source} {sb},errors=remount-ro\n"
+            ))
+            .unwrap()
+        };
+        let failed = mount("/dev/mapper/vg1-uid--1", "253:3", "rw,relatime", "ro");
+        let h = health(&made, "node-a", &r, &failed, nosys, &no_devno).unwrap();
+        assert!(
+            h.abnormal && h.message.contains("went read-only at /pods/a"),
+            "{}",
+            h.message
+        );
+        let published_ro = mount("/dev/mapper/vg1-uid--1", "253:3", "ro,relatime", "ro");
+        assert!(
+            !health(&made, "node-a", &r, &published_ro, nosys, &no_devno)
+                .unwrap()
+                .abnormal
+        );
+        let other = mount("/dev/mapper/vg1-other", "253:9", "rw,relatime", "ro");
+        assert!(
+            !health(&made, "node-a", &r, &other, nosys, &no_devno)
+                .unwrap()
+                .abnormal,
+            "another volume's filesystem"
+        );
+        // A source spelled otherwise (a decrypted mapping seen by its dm name) is matched by
+        // its device numbers.
+        let by_number = mount("/dev/dm-7", "253:7", "rw", "ro");
+        let devno = |p: &str| p.starts_with("/dev/mapper/lvms-crypt-").then_some((253, 7));
+        assert!(
+            health(&made, "node-a", &r, &by_number, nosys, &devno)
+                .unwrap()
+                .abnormal
+        );
+        // Both problems at once, in one message.
+        let h = health(&made, "node-a", &full, &failed, nosys, &no_devno).unwrap();
+        assert!(h.message.contains("; "), "{}", h.message);
+
+        let mut deleting = made.clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert_eq!(
+            health(&deleting, "node-a", &report(&[]), &[], nosys, &no_devno),
+            None
+        );
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! which the scheduler's CSIStorageCapacity is built from, follows within a second instead of a
 //! resync period.
 //!
+//! After each agent pass it checks the health of this node's volumes ([`check_health`]) and
+//! records it in their status, where the CSI controller reads it for the health monitor.
+//!
 //! It also collects garbage: an LV carrying our owner tag whose LogicalVolume is gone (a crash
 //! between steps, or a finalizer removed by hand) is reported, and removed once it has stayed
 //! orphaned for a grace period (the watch cache may lag a freshly created object).
@@ -13,12 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use lvm::Report;
-use lvms_api::LogicalVolume;
+use lvm::{Mode, Report};
+use lvms_api::{LogicalVolume, VolumeHealth};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -184,6 +188,84 @@ pub async fn collect(
     Ok(removed)
 }
 
+/// The merge patch that makes `status.health` say `h`. An empty message is written as null:
+/// a merge patch keeps what it does not name, and a volume healthy again must not keep the
+/// old fault's words (nor be rewritten on every pass for the difference).
+pub fn health_patch(h: &VolumeHealth) -> serde_json::Value {
+    let message = if h.message.is_empty() {
+        serde_json::Value::Null
+    } else {
+        h.message.clone().into()
+    };
+    serde_json::json!({"status": {"health": {"abnormal": h.abnormal, "message": message}}})
+}
+
+/// The major:minor of a device node as this process sees it (the agent's /dev is the host's).
+fn devno(path: &str) -> Option<(u32, u32)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::metadata(path).ok()?;
+    m.file_type()
+        .is_block_device()
+        .then(|| (rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev())))
+}
+
+/// One health round, after an agent pass (whose report is fresh): each made volume of this node
+/// is checked ([`logical_volume::health`]) against the report and the mount table of `mode`'s
+/// namespace (where kubelet's mounts are), and `status.health` is written where it changed, so
+/// an idle node writes nothing. Returns how many objects it wrote; a write that fails is
+/// logged and retried by the next round.
+pub async fn check_health(
+    client: &Client,
+    reports: &Reports,
+    store: &Store<LogicalVolume>,
+    node: &str,
+    mode: Mode,
+) -> Result<usize, String> {
+    // Before the cache has synced, the volumes are not known yet.
+    if store.wait_until_ready().now_or_never().is_none() {
+        return Ok(0);
+    }
+    let report = reports.current().await.map_err(|e| e.to_string())?;
+    let mounts = match tokio::task::spawn_blocking(move || lvm::mount::read(mode)).await {
+        Ok(Ok(m)) => m,
+        // Still worth checking the LVs and pools; the read-only check waits for the next round.
+        Ok(Err(e)) => {
+            warn!(error = %e, "reading the mount table for the volume health check");
+            vec![]
+        }
+        Err(e) => return Err(format!("reading the mount table: {e}")),
+    };
+    let api: Api<LogicalVolume> = Api::all(client.clone());
+    let sys = std::path::Path::new("/sys");
+    let mut written = 0;
+    for obj in store.state() {
+        let Some(health) = logical_volume::health(&obj, node, &report, &mounts, sys, &devno) else {
+            continue;
+        };
+        let before = obj.status.as_ref().and_then(|s| s.health.as_ref());
+        if before == Some(&health) {
+            continue;
+        }
+        let name = obj.name_any();
+        if health.abnormal {
+            warn!(logicalvolume = %name, problem = %health.message, "volume abnormal");
+        } else if before.is_some_and(|b| b.abnormal) {
+            info!(logicalvolume = %name, "volume healthy again");
+        }
+        let patch = health_patch(&health);
+        // One object that cannot be written (deleted meanwhile) must not hide the others'
+        // health: the next round tries it again.
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => written += 1,
+            Err(e) => warn!(logicalvolume = %name, error = %e, "writing the volume's health"),
+        }
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +285,21 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_healthy_volume_keeps_no_old_message() {
+        assert_eq!(
+            health_patch(&VolumeHealth {
+                abnormal: true,
+                message: "thin pool vg1/pool is out of data space".into()
+            }),
+            serde_json::json!({"status": {"health": {"abnormal": true, "message": "thin pool vg1/pool is out of data space"}}})
+        );
+        assert_eq!(
+            health_patch(&VolumeHealth::default()),
+            serde_json::json!({"status": {"health": {"abnormal": false, "message": null}}})
+        );
     }
 
     #[test]

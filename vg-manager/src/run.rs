@@ -2,7 +2,8 @@
 //! node's status object, and otherwise once per resync period, so an idle node runs its three
 //! read commands no more often than that (one, the LVM report, when no class discovers devices). After an LV change only the capacity annotation is
 //! refreshed, from the shared report, without a command. Beside it run
-//! the LogicalVolume controller and, when a socket is given, the CSI node service. Health in
+//! the LogicalVolume controller, when a socket is given the CSI node service, and while a class
+//! has `thinPoolConfig.autoExtend` the thin pool poller ([`poll_pools`]). Health in
 //! plain HTTP, metrics over HTTPS to callers the API server authorizes (http-probe).
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::agent::Agent;
+use crate::autoextend;
 use crate::csi_node::{self, NodeService};
 use crate::lv_controller;
 use crate::metrics::Metrics;
@@ -95,6 +97,46 @@ fn watch_own_status(
                 Err(e) => {
                     warn!(%e, "watch");
                     tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    });
+}
+
+/// Thin pool auto-extension: while a class has `autoExtend`, one `lvs` of its pools every
+/// [`autoextend::POLL`] (every [`autoextend::POLL_BUSY`] while a pool's use moves), apart from
+/// the resync: dmeventd does not run in the pod, and a pool filling at disk speed cannot wait a
+/// minute. An extension wakes `capacity` (the annotation and gauges grow with the pool); a
+/// warning raised or cleared wakes `pass` (the class's status says it). Without such a class it
+/// sleeps until a pass finds one, and runs no command.
+fn poll_pools(agent: Arc<Agent>, capacity: Arc<Notify>, pass: Arc<Notify>) {
+    tokio::spawn(async move {
+        // A failing read is logged when it starts failing or fails otherwise, not every poll.
+        let mut failing: Option<String> = None;
+        let mut busy = false;
+        loop {
+            agent.pools_to_watch().await;
+            tokio::time::sleep(autoextend::next_poll(busy)).await;
+            busy = false;
+            match agent.poll_pools().await {
+                Ok(p) => {
+                    busy = p.busy;
+                    if failing.take().is_some() {
+                        info!("thin pools readable again");
+                    }
+                    if p.extended > 0 {
+                        capacity.notify_one();
+                    }
+                    if p.warnings_changed {
+                        pass.notify_one();
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    if failing.as_ref() != Some(&e) {
+                        warn!(error = %e, "polling thin pools for autoExtend");
+                        failing = Some(e);
+                    }
                 }
             }
         }
@@ -197,6 +239,7 @@ pub async fn run_with(
         agent.clone(),
         notify.clone(),
     );
+    poll_pools(agent.clone(), capacity.clone(), notify.clone());
     info!(node = %opts.node, namespace = %opts.namespace, resync = ?opts.resync, "vg-manager running");
 
     let mut stop = std::pin::pin!(stop);
@@ -227,6 +270,13 @@ pub async fn run_with(
                         metrics.orphans_removed.inc_by(removed.len() as u64);
                     }
                     Err(e) => warn!(error = %e, "collecting orphaned logical volumes"),
+                }
+                // The pass has just read LVM: the volumes' health costs no command.
+                if let Err(e) =
+                    lv_controller::check_health(&client, &reports, &volumes, &opts.node, opts.mode)
+                        .await
+                {
+                    warn!(error = %e, "checking the health of the volumes");
                 }
                 opts.resync
             }

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api_double::ApiDouble;
@@ -16,17 +15,13 @@ use csi::encryption::{ENCRYPTION_KEY, LUKS2};
 use csi::pb;
 use csi::pb::controller_client::ControllerClient;
 use csi::pb::node_client::NodeClient;
-use lvm::Mode;
-use serde_json::json;
 use tonic::Code;
 use tonic::transport::Channel;
 use vm_test::Disk;
 
 mod support;
 
-use support::{
-    MIB, capability, capacity, channel, create_request, eventually, provision, sh, sockets,
-};
+use support::{MIB, capability, capacity, channel, create_request, eventually, provision, sh};
 
 const KEY: &str = "correct horse battery staple 2b7e1516";
 /// Written by the tests; must never be found on the raw LV.
@@ -84,25 +79,12 @@ async fn luks2_volumes_on_real_dm_crypt() {
         return;
     };
     let api = ApiDouble::new();
-    support::seed(
-        &api,
-        &[(
-            "vg1",
-            json!({"default": true, "deviceSelector": {"paths": ["/dev/vda"]},
-                "thinPoolConfig": {"name": "pool", "sizePercent": 90, "overprovisionRatio": 10}}),
-        )],
-    );
-    let (node_sock, ctrl_sock) = sockets("crypt");
-    let dir = node_sock.parent().unwrap().to_path_buf();
-    let runner = Arc::new(vg_manager::run::exec(Mode::Direct));
-    let _agent = support::start_agent(
-        &api,
-        &node_sock,
-        runner,
-        Duration::from_secs(2),
-        Duration::from_secs(30),
-    );
-    let _controller = support::start_controller(&api, &ctrl_sock);
+    let support::Driver {
+        dir,
+        node_sock,
+        ctrl_sock,
+        ..
+    } = support::start_thin_driver(&api, "crypt", 90, Duration::from_secs(30));
     eventually("the thin pool's capacity", 180, || capacity(&api, "vg1")).await;
     let mut ctrl = ControllerClient::new(channel(&ctrl_sock).await);
     let mut node = NodeClient::new(channel(&node_sock).await);

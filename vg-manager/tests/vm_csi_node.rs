@@ -145,7 +145,8 @@ async fn start(disk: &str) -> Node {
     let dir = std::env::temp_dir().join(format!("csi-node-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let reports = Arc::new(Reports::new(lvm.clone()));
-    let service = NodeService::new("node-a", reports.clone(), runner.clone(), Mode::Direct);
+    let service = NodeService::new("node-a", reports.clone(), runner.clone(), Mode::Direct)
+        .with_io_state(dir.join("io-limits"));
     let socket = dir.join("csi.sock");
     let (stop, stopped) = oneshot::channel::<()>();
     let s = socket.clone();
@@ -638,5 +639,164 @@ async fn csi_node_block_snapshot_and_host_namespace_on_real_lvm() {
     assert!(!th.exists() && mounted(&th).is_none());
     assert!(host.invocations() > 5, "commands went through nsenter");
 
+    n.stop().await;
+}
+
+/// `major:minor` of a block device, as `io.max` names it.
+fn dev_numbers(path: &str) -> String {
+    let out = sh(&["stat", "-L", "-c", "%t %T", path]);
+    let mut it = out
+        .split_whitespace()
+        .map(|h| u32::from_str_radix(h, 16).unwrap());
+    format!("{}:{}", it.next().unwrap(), it.next().unwrap())
+}
+
+/// Seconds `dd` took with `args`.
+fn dd(args: &[&str]) -> f64 {
+    let t = std::time::Instant::now();
+    sh(&[&["dd"][..], args].concat());
+    t.elapsed().as_secs_f64()
+}
+
+/// Per-volume I/O limits (issue 16, part 1) on real block I/O: a block volume published for a
+/// pod whose cgroup is made the way kubelet's systemd driver makes it, with `read-bps: 4Mi` and
+/// `write-iops: 50`, holds a process in that pod to the limits (within 10 %); unpublish leaves
+/// no entry behind.
+#[tokio::test(flavor = "current_thread")]
+async fn csi_node_io_limits_hold_a_pod_to_its_rates() {
+    let Some(g) = vm_test::guest(
+        "csi_node_io_limits_hold_a_pod_to_its_rates",
+        &[Disk::Blank("1G")],
+    ) else {
+        return;
+    };
+    let root = Path::new("/sys/fs/cgroup");
+    if !root.join("cgroup.controllers").exists() {
+        sh(&["mount", "-t", "cgroup2", "none", "/sys/fs/cgroup"]);
+    }
+    let uid = "5d6c1f7e-0a1b-4c2d-8e3f-445566778899";
+    let kubepods = root.join("kubepods.slice");
+    let qos = kubepods.join("kubepods-burstable.slice");
+    let pod = qos.join(format!(
+        "kubepods-burstable-pod{}.slice",
+        uid.replace('-', "_")
+    ));
+    let container = pod.join("cri-containerd-e2e.scope");
+    std::fs::create_dir_all(&container).unwrap();
+    for dir in [root, kubepods.as_path(), qos.as_path(), pod.as_path()] {
+        std::fs::write(dir.join("cgroup.subtree_control"), "+io").unwrap();
+    }
+
+    let mut n = start(&g.disks[0]).await;
+    let d = n.dir.clone();
+    let id = "pvc-io";
+    n.lvm
+        .create_thin_lv("vg1", "pool", id, 256 * MIB, &tag("io"))
+        .unwrap();
+    let dev = dev_numbers("/dev/vg1/pvc-io");
+    let target = d.join(format!("plugins/volumeDevices/publish/{id}/{uid}"));
+    let target_s = target.to_string_lossy().into_owned();
+    // Unlimited first: the guest's disk is far faster than the limits, or the test proves nothing.
+    let free = dd(&[
+        "if=/dev/vg1/pvc-io",
+        "of=/dev/null",
+        "bs=1M",
+        "count=16",
+        "iflag=direct",
+    ]);
+    assert!(
+        16.0 / free > 8.0,
+        "unlimited reads at {:.1} MiB/s",
+        16.0 / free
+    );
+
+    let mut req = publish_req(id, &target, block_cap(), false);
+    req.volume_context = [
+        ("lvms.topolvm.io/read-bps", "4Mi"),
+        ("lvms.topolvm.io/write-iops", "50"),
+        (vg_manager::csi_node::io_limits::POD_UID_KEY, uid),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    n.publish(req.clone()).await.unwrap();
+    n.publish(req).await.unwrap(); // idempotent
+    let io_max = || std::fs::read_to_string(pod.join("io.max")).unwrap();
+    assert!(
+        io_max().contains(&format!("{dev} rbps=4194304 wbps=max riops=max wiops=50")),
+        "{}",
+        io_max()
+    );
+
+    // This test process becomes the pod's container; dd runs in it.
+    std::fs::write(
+        container.join("cgroup.procs"),
+        std::process::id().to_string(),
+    )
+    .unwrap();
+    let read = dd(&[
+        &format!("if={target_s}"),
+        "of=/dev/null",
+        "bs=1M",
+        "count=16",
+        "iflag=direct",
+    ]);
+    let write = dd(&[
+        "if=/dev/zero",
+        &format!("of={target_s}"),
+        "bs=4k",
+        "count=200",
+        "oflag=direct",
+    ]);
+    std::fs::write(root.join("cgroup.procs"), std::process::id().to_string()).unwrap();
+    let (read_rate, write_rate) = (16.0 / read, 200.0 / write);
+    println!(
+        "io limits: unlimited {:.1} MiB/s; read {read_rate:.2} MiB/s in {read:.2} s (limit 4); writes {write_rate:.1}/s in {write:.2} s (limit 50)",
+        16.0 / free
+    );
+    assert!(
+        (read_rate - 4.0).abs() <= 0.4,
+        "read at {read_rate:.2} MiB/s, limit 4"
+    );
+    assert!(
+        (write_rate - 50.0).abs() <= 5.0,
+        "{write_rate:.1} writes/s, limit 50"
+    );
+
+    n.unpublish(id, &target).await;
+    assert!(
+        !io_max().contains(&dev),
+        "unpublish leaves no entry: {}",
+        io_max()
+    );
+
+    // A per-GiB limit follows an expansion: 100 reads/s per started GiB.
+    let g = "pvc-io-gib";
+    n.lvm
+        .create_thin_lv("vg1", "pool", g, 256 * MIB, &tag("gib"))
+        .unwrap();
+    let gdev = dev_numbers("/dev/vg1/pvc-io-gib");
+    let gtarget = d.join(format!("plugins/volumeDevices/publish/{g}/{uid}"));
+    let mut req = publish_req(g, &gtarget, block_cap(), false);
+    req.volume_context = [
+        ("lvms.topolvm.io/read-iops-per-gib", "100"),
+        (vg_manager::csi_node::io_limits::POD_UID_KEY, uid),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    n.publish(req).await.unwrap();
+    let line = |riops: u32| format!("{gdev} rbps=max wbps=max riops={riops} wiops=max");
+    assert!(io_max().contains(&line(100)), "{}", io_max());
+    n.lvm.extend("vg1", g, 1536 * MIB).unwrap();
+    n.expand(expand_req(g, &gtarget, Some(block_cap()))).await;
+    assert!(io_max().contains(&line(200)), "{}", io_max());
+    n.unpublish(g, &gtarget).await;
+    assert!(!io_max().contains(&gdev), "{}", io_max());
+    assert_eq!(
+        std::fs::read_dir(d.join("io-limits")).unwrap().count(),
+        0,
+        "no record left behind"
+    );
     n.stop().await;
 }

@@ -173,6 +173,10 @@ impl ControllerService {
             fs_options::volume_context(&req.parameters, &req.volume_capabilities, &usage)?;
         volume_context.extend(claim_context(&req.parameters));
         volume_context.extend(crate::encryption::volume_context(&req.parameters)?);
+        // The node writes them into the pod's cgroup at publish (crate::io_limits).
+        volume_context.extend(
+            crate::io_limits::IoLimits::from_map(&req.parameters, "parameters")?.volume_context(),
+        );
         let (required, limit) = range_bytes(req.capacity_range.as_ref())?;
         let named_class = class_parameter(&req.parameters);
         let source = content_source(req.volume_content_source.as_ref())?;

@@ -35,7 +35,7 @@ pub fn is_dns1123_subdomain(name: &str) -> bool {
 
 /// 64-bit FNV-1a: tiny, and stable across releases and platforms, which the object name must be
 /// (a restarted controller has to find the object an earlier one created).
-fn fnv1a64(s: &str) -> u64 {
+pub(crate) fn fnv1a64(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -1,5 +1,6 @@
 //! The RPCs on volumes that exist: DeleteVolume/DeleteSnapshot, ControllerExpandVolume,
-//! ValidateVolumeCapabilities, and GetCapacity.
+//! ValidateVolumeCapabilities, GetCapacity, and the listings (ListVolumes, ControllerGetVolume,
+//! ListSnapshots; their decisions are in [`listing`]).
 
 use kube::ResourceExt;
 use tokio::time::Instant;
@@ -8,7 +9,7 @@ use tracing::info;
 
 use super::store::Waited;
 use super::{ControllerService, bytes_i64, class_parameter};
-use super::{decide, layout};
+use super::{decide, layout, listing};
 use crate::DEVICE_CLASS_PARAMETER;
 use crate::pb;
 use crate::volume::{self, Usage};
@@ -166,6 +167,74 @@ impl ControllerService {
                 }),
                 message: String::new(),
             },
+        })
+    }
+
+    pub(super) async fn volumes_page(
+        &self,
+        req: pb::ListVolumesRequest,
+    ) -> Result<pb::ListVolumesResponse, Status> {
+        let all = self.store.list_all().await?;
+        let (entries, next_token) = listing::page(
+            listing::volume_entries(&all),
+            &req.starting_token,
+            req.max_entries,
+            "ListVolumes",
+        )?;
+        Ok(pb::ListVolumesResponse {
+            entries,
+            next_token,
+        })
+    }
+
+    /// ControllerGetVolume: the volume as ListVolumes shows it. A snapshot's ID names no
+    /// volume, and an object the node never made is not one yet: NOT_FOUND, as for an unknown ID.
+    pub(super) async fn get_volume(
+        &self,
+        req: pb::ControllerGetVolumeRequest,
+    ) -> Result<pb::ControllerGetVolumeResponse, Status> {
+        let id = req.volume_id.as_str();
+        if id.is_empty() {
+            return Err(Status::invalid_argument("volume_id is required"));
+        }
+        let lv = self
+            .store
+            .find(id)
+            .await?
+            .filter(listing::is_made)
+            .ok_or_else(|| Status::not_found(format!("volume_id: volume {id} not found")))?;
+        if listing::is_snapshot(&lv) {
+            return Err(Status::not_found(format!(
+                "volume_id: {id} is a snapshot, not a volume"
+            )));
+        }
+        let source = match lv.spec.source.as_str() {
+            "" => None,
+            s => self.store.find(s).await?.map(|l| listing::is_snapshot(&l)),
+        };
+        Ok(pb::ControllerGetVolumeResponse {
+            volume: Some(listing::volume(&lv, source)),
+            status: Some(pb::controller_get_volume_response::VolumeStatus {
+                published_node_ids: vec![],
+                volume_condition: Some(listing::condition(&lv)),
+            }),
+        })
+    }
+
+    pub(super) async fn snapshots_page(
+        &self,
+        req: pb::ListSnapshotsRequest,
+    ) -> Result<pb::ListSnapshotsResponse, Status> {
+        let all = self.store.list_all().await?;
+        let (entries, next_token) = listing::page(
+            listing::snapshot_entries(&all, &req.snapshot_id, &req.source_volume_id),
+            &req.starting_token,
+            req.max_entries,
+            "ListSnapshots",
+        )?;
+        Ok(pb::ListSnapshotsResponse {
+            entries,
+            next_token,
         })
     }
 }

@@ -287,6 +287,17 @@ impl Store {
             .find(|lv| decide::has_volume_id(lv, id)))
     }
 
+    /// Every LogicalVolume, from the API server rather than the cache: a list right after a
+    /// CreateVolume or DeleteVolume must show it (or not), and the health monitor's one list a
+    /// minute costs one request.
+    pub async fn list_all(&self) -> Result<Vec<LogicalVolume>, Status> {
+        self.lvs()
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .map_err(|e| api_error("listing LogicalVolumes", e))
+    }
+
     /// Creates `lv`; None when an object of that name already exists (a concurrent or earlier
     /// identical call: the caller reads it and decides).
     pub async fn create(&self, lv: &LogicalVolume) -> Result<Option<LogicalVolume>, Status> {

@@ -97,7 +97,20 @@ pub fn deployment(cluster: &LVMCluster, config: &Config, discovery: &Discovery) 
         vec![csi.clone(), format!("--http-endpoint=:{HEALTH_PORT}")],
         socket(),
     );
-    let mut containers = vec![controller, provisioner, resizer];
+    // ListVolumes every minute (its default is 5): a volume the node finds missing, full or
+    // read-only becomes a VolumeConditionAbnormal Event on its claim within a pass and a minute.
+    let mut health_monitor = sidecar(
+        "csi-external-health-monitor-controller",
+        &config.images.csi_health_monitor,
+        [
+            vec![csi.clone(), "--list-volumes-interval=1m".into()],
+            leader(),
+        ]
+        .concat(),
+        socket(),
+    );
+    health_monitor.env = namespace_env();
+    let mut containers = vec![controller, provisioner, resizer, health_monitor];
     if discovery.snapshot_crds {
         let mut snapshotter = sidecar(
             "csi-snapshotter",
@@ -170,9 +183,18 @@ mod tests {
                 "topolvm-controller",
                 "csi-provisioner",
                 "csi-resizer",
+                "csi-external-health-monitor-controller",
                 "liveness-probe"
             ]
         );
+        // Volume health reaches the claims every minute, one elected replica at a time.
+        let monitor = cs[3].args.clone().unwrap();
+        for flag in ["--list-volumes-interval=1m", "--leader-election"] {
+            assert!(
+                monitor.contains(&flag.to_string()),
+                "health monitor lacks {flag}"
+            );
+        }
         let prov = cs[1].args.clone().unwrap();
         for flag in [
             "--feature-gates=Topology=true",

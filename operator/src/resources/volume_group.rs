@@ -39,10 +39,38 @@ mod tests {
             vgs[1].spec.device_selector,
             c.spec.storage.device_classes[1].device_selector
         );
+        assert_eq!(
+            vgs[0].spec.thin_pool_config.as_ref().unwrap().auto_extend,
+            None,
+            "no autoExtend in the class, none on the node (LVMS's fixed pool)"
+        );
         let owner = &vgs[0].metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.name.as_str(), owner.controller),
             ("LVMCluster", "lvmcluster", Some(true))
+        );
+    }
+
+    #[test]
+    fn the_thin_pools_auto_extend_policy_reaches_the_nodes() {
+        let mut c = cluster();
+        let policy = lvms_api::ThinPoolAutoExtend {
+            threshold_percent: 80,
+            step_percent: 5,
+            max_size_percent: 95,
+        };
+        c.spec.storage.device_classes[0]
+            .thin_pool_config
+            .as_mut()
+            .unwrap()
+            .auto_extend = Some(policy);
+        let vgs = volume_groups(&c, &Config::default());
+        let tp = vgs[0].spec.thin_pool_config.as_ref().unwrap();
+        assert_eq!(tp.auto_extend, Some(policy));
+        let json = serde_json::to_value(&vgs[0].spec).unwrap();
+        assert_eq!(
+            json["thinPoolConfig"]["autoExtend"],
+            serde_json::json!({"thresholdPercent": 80, "stepPercent": 5, "maxSizePercent": 95})
         );
     }
 }

@@ -17,15 +17,16 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    Container, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    Container, Event, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, SeccompProfile,
     SecurityContext, ServiceAccount, TypedLocalObjectReference, Volume, VolumeDevice, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, Patch,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch,
     PatchParams, PostParams,
 };
 use kube::{Client, Resource, ResourceExt};
@@ -792,6 +793,16 @@ impl Cleanup {
         Ok(())
     }
 
+    /// Creates StorageClass `sc`, or takes over one an interrupted run left (server-side apply;
+    /// a StorageClass's parameters cannot change, so a leftover with others is refused), and
+    /// remembers it: track it before the claims on it, so that it goes after them.
+    pub async fn apply_storage_class(&mut self, env: &Env, sc: StorageClass) -> Res<StorageClass> {
+        let api: Api<StorageClass> = Api::all(env.client.clone());
+        let applied = apply(&api, &sc).await?;
+        self.items.push(("StorageClass", sc.name_any()));
+        Ok(applied)
+    }
+
     /// Remembers an object created some other way (a PersistentVolume left by Retain, ...).
     pub fn track(&mut self, kind: &'static str, name: &str) {
         self.items.push((kind, name.into()));
@@ -822,6 +833,10 @@ impl Cleanup {
                 }
                 "LogicalVolume" => {
                     let api: Api<lvms_api::LogicalVolume> = Api::all(env.client.clone());
+                    delete_and_wait(&api, &name, OBJECT_TIMEOUT).await
+                }
+                "StorageClass" => {
+                    let api: Api<StorageClass> = Api::all(env.client.clone());
                     delete_and_wait(&api, &name, OBJECT_TIMEOUT).await
                 }
                 other => Err(format!("cleanup does not know kind {other}")),
@@ -1199,6 +1214,110 @@ impl Env {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Per-volume I/O limits: a StorageClass of the suite's own, a timed read, the pod's mount
+// failures.
+// ---------------------------------------------------------------------------------------------
+
+/// A StorageClass `name` of the suite for the CSI driver (label [`E2E_LABEL`], no owner label:
+/// the operator neither manages nor removes it): `parameters`, reclaimPolicy Delete,
+/// volumeBindingMode WaitForFirstConsumer, allowVolumeExpansion.
+pub fn storage_class(name: &str, parameters: &[(&str, &str)]) -> StorageClass {
+    StorageClass {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels()),
+            ..Default::default()
+        },
+        provisioner: lvms_api::names::CSI_DRIVER_NAME.into(),
+        parameters: Some(
+            parameters
+                .iter()
+                .map(|&(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        reclaim_policy: Some("Delete".into()),
+        volume_binding_mode: Some("WaitForFirstConsumer".into()),
+        allow_volume_expansion: Some(true),
+        ..Default::default()
+    }
+}
+
+/// The first word of the line [`timed_read_script`] prints after its read.
+pub const TIMED_READ_MARK: &str = "lvms-e2e-timed-read";
+
+/// A script that reads `mib` MiB of the block volume ([`DEVICE_PATH`]) with O_DIRECT (no page
+/// cache: every MiB is a read of the device, which the pod cgroup's `io.max` throttles) and
+/// prints `lvms-e2e-timed-read start=<s> end=<s>`: the host's uptime (`/proc/uptime`, 10 ms
+/// resolution; busybox `date` gives whole seconds) before and after. dd's summary (`N+0 records
+/// in`) goes to stderr, which is in the pod's log too; a failed dd fails the pod (`set -e`).
+pub fn timed_read_script(mib: u32) -> String {
+    format!(
+        "set -e; read t0 rest < /proc/uptime; \
+         dd if={DEVICE_PATH} of=/dev/null bs=1M count={mib} iflag=direct; \
+         read t1 rest < /proc/uptime; echo \"{TIMED_READ_MARK} start=$t0 end=$t1\""
+    )
+}
+
+/// The seconds the read of [`timed_read_script`] took, from its log; None without its line.
+pub fn timed_read_seconds(log: &str) -> Option<f64> {
+    let line = log
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix(TIMED_READ_MARK))?;
+    let field = |key: &str| -> Option<f64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))?
+            .parse()
+            .ok()
+    };
+    let (start, end) = (field("start=")?, field("end=")?);
+    (end >= start).then_some(end - start)
+}
+
+impl Env {
+    /// The messages of the FailedMount Events of pod `name` (kubelet's reports of a
+    /// NodePublishVolume or NodeStageVolume that failed), oldest first.
+    pub async fn mount_failures(&self, name: &str) -> Res<Vec<String>> {
+        let events: Api<Event> = self.api();
+        let mut list = events
+            .list(&ListParams::default().fields(&format!(
+                "involvedObject.kind=Pod,involvedObject.name={name}"
+            )))
+            .await
+            .map_err(|e| format!("listing the Events of pod {name}: {e}"))?
+            .items;
+        list.sort_by_key(|e| {
+            let last = e.last_timestamp.as_ref().map(|t| t.0);
+            last.or(e.event_time.as_ref().map(|t| t.0))
+        });
+        Ok(list
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("FailedMount"))
+            .filter_map(|e| e.message)
+            .collect())
+    }
+
+    /// The volume attributes (CreateVolume's volume context) of the PV bound to PVC `claim`.
+    pub async fn volume_attributes(&self, claim: &str) -> Res<BTreeMap<String, String>> {
+        let pvcs: Api<PersistentVolumeClaim> = self.api();
+        let pv_name = pvcs
+            .get(claim)
+            .await
+            .map_err(s)?
+            .spec
+            .and_then(|s| s.volume_name)
+            .ok_or_else(|| format!("PVC {claim} is not bound"))?;
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        let pv = pvs.get(&pv_name).await.map_err(s)?;
+        let csi = pv
+            .spec
+            .and_then(|s| s.csi)
+            .ok_or_else(|| format!("PV {pv_name} of PVC {claim} is not a CSI volume"))?;
+        Ok(csi.volume_attributes.unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1448,6 +1567,57 @@ mod tests {
         assert_eq!(df_total_kib(log), Some(2086912));
         assert_eq!(df_total_kib("Filesystem 1024-blocks Used\n"), None);
         assert_eq!(df_total_kib(""), None);
+    }
+
+    #[test]
+    fn suite_storage_class_is_labelled_and_waits_for_a_consumer() {
+        let sc = storage_class(
+            "lvms-e2e-io",
+            &[
+                ("topolvm.io/device-class", "thin-xfs"),
+                ("lvms.topolvm.io/read-bps", "4Mi"),
+            ],
+        );
+        let v = serde_json::to_value(&sc).unwrap();
+        assert_eq!(v["apiVersion"], "storage.k8s.io/v1");
+        assert_eq!(v["kind"], "StorageClass");
+        assert_eq!(v["metadata"]["name"], "lvms-e2e-io");
+        assert!(v["metadata"].get("namespace").is_none(), "{v}");
+        assert_eq!(v["metadata"]["labels"][E2E_LABEL.0], E2E_LABEL.1);
+        assert_eq!(v["provisioner"], "topolvm.io");
+        assert_eq!(
+            v["parameters"],
+            json!({"topolvm.io/device-class": "thin-xfs", "lvms.topolvm.io/read-bps": "4Mi"})
+        );
+        assert_eq!(v["volumeBindingMode"], "WaitForFirstConsumer");
+        assert_eq!(v["reclaimPolicy"], "Delete");
+        assert_eq!(v["allowVolumeExpansion"], true);
+    }
+
+    #[test]
+    fn timed_read_reads_the_device_directly_and_its_time_is_parsed() {
+        let script = timed_read_script(24);
+        assert!(
+            script.contains(&format!(
+                "dd if={DEVICE_PATH} of=/dev/null bs=1M count=24 iflag=direct"
+            )),
+            "{script}"
+        );
+        assert!(script.starts_with("set -e;"), "{script}");
+        let log = "24+0 records in\n24+0 records out\n\
+                   25165824 bytes (24.0MB) copied, 6.001 seconds, 4.0MB/s\n\
+                   lvms-e2e-timed-read start=12345.67 end=12351.70\n";
+        let secs = timed_read_seconds(log).unwrap();
+        assert!((secs - 6.03).abs() < 1e-6, "{secs}");
+        assert_eq!(timed_read_seconds("24+0 records in\n"), None);
+        assert_eq!(
+            timed_read_seconds("lvms-e2e-timed-read start=5.0 end=x\n"),
+            None
+        );
+        assert_eq!(
+            timed_read_seconds("lvms-e2e-timed-read start=5.0 end=4.0\n"),
+            None
+        );
     }
 
     #[test]

@@ -412,6 +412,179 @@ async fn block_volume() {
     .await;
 }
 
+/// The suite's own StorageClass of the I/O limit test (the operator makes only its classes').
+const IO_STORAGE_CLASS: &str = "lvms-e2e-io";
+/// The limit's parameter and value, and the value in bytes per second, as CreateVolume puts it
+/// in the volume context.
+const READ_BPS_PARAMETER: &str = "lvms.topolvm.io/read-bps";
+const IO_READ_BPS: &str = "4Mi";
+const IO_READ_BPS_BYTES: &str = "4194304";
+const IO_READ_MIB_PER_SECOND: f64 = 4.0;
+/// What the pod reads: 24 MiB, 6 s at 4 MiB/s.
+const IO_READ_MIB: u32 = 24;
+/// The bounds of that read. Under 5.4 s (10 % below 6 s: the throttle lets a first slice through
+/// at once) the limit does not hold; over 9 s something slower than the limit (the node's disk,
+/// emulation) set the pace, which proves nothing about the limit.
+const IO_MIN_SECONDS: f64 = 5.4;
+const IO_MAX_SECONDS: f64 = 9.0;
+
+/// A StorageClass with `lvms.topolvm.io/read-bps: 4Mi` holds a pod to that rate: CreateVolume
+/// carries the limit in the volume context (the PV's volumeAttributes, in bytes per second) and
+/// NodePublishVolume writes it into the pod cgroup's `io.max` for the volume's device, so 24 MiB
+/// of direct reads from the block volume take about 6 s. A node on cgroup v1 refuses the publish
+/// (the pod stays ContainerCreating, FailedMount naming cgroup v2): the test reports that and
+/// fails, the limit being unmeasurable there.
+#[tokio::test]
+async fn io_limits_hold_a_pod_to_its_rate() {
+    let env = env_or_skip!("io_limits_hold_a_pod_to_its_rate");
+    expect_cluster(env.ensure_cluster().await);
+    run_test(&env, async |env, c| {
+        // Tracked first, so removed last: after the pod and the claim on it.
+        c.apply_storage_class(
+            env,
+            storage_class(
+                IO_STORAGE_CLASS,
+                &[
+                    (DEVICE_CLASS_PARAMETER, CLASS_THIN_XFS),
+                    (READ_BPS_PARAMETER, IO_READ_BPS),
+                ],
+            ),
+        )
+        .await?;
+        let claim = unique("io");
+        c.create(
+            env,
+            pvc(
+                &claim,
+                &env.namespace,
+                IO_STORAGE_CLASS,
+                "256Mi",
+                true,
+                None,
+            ),
+        )
+        .await?;
+        let reader = unique("io-reader");
+        c.create(
+            env,
+            pod(
+                &reader,
+                &env.namespace,
+                &env.image,
+                &claim,
+                true,
+                &timed_read_script(IO_READ_MIB),
+            ),
+        )
+        .await?;
+        wait_limited_pod(env, &reader).await?;
+        let log = env.logs(&reader).await?;
+
+        let attributes = env.volume_attributes(&claim).await?;
+        if attributes.get(READ_BPS_PARAMETER).map(String::as_str) != Some(IO_READ_BPS_BYTES) {
+            return Err(format!(
+                "the PV of {claim} (StorageClass {IO_STORAGE_CLASS}, {READ_BPS_PARAMETER}: \
+                 {IO_READ_BPS}) should carry {READ_BPS_PARAMETER}: {IO_READ_BPS_BYTES} in its \
+                 volume attributes (CreateVolume's volume context); it has {attributes:?}"
+            ));
+        }
+        let records = format!("{IO_READ_MIB}+0 records in");
+        if !log.contains(&records) {
+            return Err(format!(
+                "pod {reader} should have read {IO_READ_MIB} MiB ({records:?} from dd); log: {}",
+                excerpt(&log, 600)
+            ));
+        }
+        let secs = timed_read_seconds(&log).ok_or_else(|| {
+            format!(
+                "pod {reader} printed no `{TIMED_READ_MARK} start=.. end=..` line; log: {}",
+                excerpt(&log, 600)
+            )
+        })?;
+        let rate = f64::from(IO_READ_MIB) / secs.max(0.001);
+        let expected = f64::from(IO_READ_MIB) / IO_READ_MIB_PER_SECOND;
+        let seen = format!(
+            "pod {reader} read {IO_READ_MIB} MiB from {claim} in {secs:.2} s ({rate:.2} MiB/s; \
+             {expected:.0} s at {READ_BPS_PARAMETER}: {IO_READ_BPS})"
+        );
+        if secs < IO_MIN_SECONDS {
+            return Err(format!(
+                "{seen}: faster than the limit allows (at least {IO_MIN_SECONDS} s), so the pod \
+                 cgroup's io.max does not hold the volume's device; what NodePublishVolume \
+                 wrote is in the node agent's log (kubectl -n {} logs ds/vg-manager -c \
+                 vg-manager); pod log: {}",
+                env.namespace,
+                excerpt(&log, 600)
+            ));
+        }
+        if secs > IO_MAX_SECONDS {
+            return Err(format!(
+                "{seen}: slower than {IO_MAX_SECONDS} s, so something slower than the limit set \
+                 the pace: the node's disk or the node itself (TCG emulation without KVM, a \
+                 slow or busy disk) reads below {IO_READ_BPS}/s; the limit is not disproved, \
+                 but not shown either: rerun on a node whose disk reads faster; pod log: {}",
+                excerpt(&log, 600)
+            ));
+        }
+        println!("{seen}");
+        Ok(())
+    })
+    .await;
+}
+
+/// Waits until the I/O limit test's pod `name` has Succeeded. Its Failure (with the log), or a
+/// FailedMount naming cgroup v2 (the node cannot hold a volume's io.max, so it refuses the
+/// publish and the pod would stay ContainerCreating), ends the wait at once.
+async fn wait_limited_pod(env: &Env, name: &str) -> Res<()> {
+    let pods: Api<Pod> = env.api();
+    wait(
+        &format!("pod {name} to read its limited volume and complete"),
+        OBJECT_TIMEOUT,
+        || async {
+            let p = pods.get(name).await.map_err(s)?;
+            let status = p.status.clone().unwrap_or_default();
+            let phase = status.phase.clone().unwrap_or_default();
+            match phase.as_str() {
+                "Succeeded" => return Ok(Some(Ok(()))),
+                "Failed" => {
+                    let log = env.logs(name).await.unwrap_or_else(|e| e);
+                    return Ok(Some(Err(format!(
+                        "pod {name} Failed; log: {}",
+                        excerpt(&log, 600)
+                    ))));
+                }
+                _ => {}
+            }
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            let waiting: Vec<String> = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+                .collect();
+            let failures = env.mount_failures(name).await?;
+            if let Some(m) = failures.iter().rev().find(|m| m.contains("cgroup v2")) {
+                return Ok(Some(Err(format!(
+                    "the node {} of pod {name} is on cgroup v1 (or has no cgroup2 mount): it \
+                     refused to publish the volume of StorageClass {IO_STORAGE_CLASS} \
+                     ({READ_BPS_PARAMETER}: {IO_READ_BPS}) and the pod stays {} (phase \
+                     {phase}); FailedMount: {m}. That refusal is the supported outcome on \
+                     cgroup v1, but the limit cannot be measured: run this test on cgroup v2 \
+                     nodes",
+                    node.as_deref().unwrap_or("(unscheduled)"),
+                    waiting.first().map_or("not started", String::as_str)
+                ))));
+            }
+            Err(format!(
+                "phase {phase:?} on node {node:?}, containers waiting {waiting:?}, last \
+                 FailedMount {:?}",
+                failures.last()
+            ))
+        },
+    )
+    .await?
+}
+
 /// A source PVC holding `content`, written by a pod that is gone again.
 async fn source_volume(env: &Env, cleanup: &mut Cleanup, content: &str) -> Res<String> {
     let claim = unique("src");

@@ -6,6 +6,8 @@ use csi::volume::Usage;
 use lvm::fs::Filesystem;
 use lvm::mount::{self, MountInfo};
 use lvm::{LogicalVolume, Lvm, Report, Runner};
+use std::path::Path;
+
 use tonic::Status;
 use tracing::{info, warn};
 
@@ -590,8 +592,9 @@ pub fn expand(host: &Host, lv: &LogicalVolume, path: &str, block: bool) -> Resul
     Ok(())
 }
 
-/// Usage and condition of volume `lv` published at `path`. A path with nothing mounted is an
-/// abnormal condition, not an error: kubelet turns it into an event on the pod.
+/// Usage and condition of volume `lv` published at `path`. A path with nothing mounted, a full
+/// or failed pool and a filesystem gone read-only are abnormal conditions, not errors: kubelet
+/// turns them into events on the pod.
 pub fn stats(
     host: &Host,
     path: &str,
@@ -614,14 +617,17 @@ pub fn stats(
         used: used as i64,
         unit: unit as i32,
     };
+    let mut read_only = None;
     let usage = match st.kind {
         Kind::Block => vec![usage(volume_usage::Unit::Bytes, lv.size, 0, 0)],
         Kind::Dir => {
-            if mount::top(&host.mounts()?, &st.real).is_none() {
+            let mounts = host.mounts()?;
+            let Some(m) = mount::top(&mounts, &st.real) else {
                 return Ok(abnormal(format!(
                     "volume_path {path} has no filesystem mounted"
                 )));
-            }
+            };
+            read_only = read_only_problem(&lv.name, m, Path::new("/sys"));
             let u = host.usage(path)?;
             vec![
                 usage(
@@ -644,7 +650,8 @@ pub fn stats(
             )));
         }
     };
-    let problem = condition(report, lv);
+    let problems: Vec<String> = condition(report, lv).into_iter().chain(read_only).collect();
+    let problem = (!problems.is_empty()).then(|| problems.join("; "));
     Ok(pb::NodeGetVolumeStatsResponse {
         usage,
         volume_condition: Some(VolumeCondition {
@@ -691,4 +698,55 @@ pub fn condition(report: &Report, lv: &LogicalVolume) -> Option<String> {
         }
     }
     (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+/// Why the filesystem of `volume`, mounted writable at `m`, no longer takes writes; None when
+/// it does (or the mount is read-only on purpose: a volume published read-only is `ro` in its
+/// mount point's options, or in both those and the superblock's when mounted `-o ro`; publish
+/// refuses a writable mount of a filesystem already read-only elsewhere). Two signs, read from
+/// files (no command, so the agent can check every volume on every pass):
+///
+/// - the superblock says `ro` under a `rw` mount point: how the kernel remounted a filesystem
+///   read-only after an error until 6.x, and how other filesystems still do;
+/// - ext4 mounted `errors=remount-ro` has counted errors (`/sys/fs/ext4/<dev>/errors_count`):
+///   newer kernels (Debian's 6.1.0-57 among them) stop its writes with EROFS at the first error
+///   without touching the mount table. The count is the superblock's, kept until e2fsck
+///   repairs the filesystem, so an unrepaired filesystem mounted again stays abnormal too.
+///
+/// `sys` is where sysfs is mounted (`/sys`; a directory of fakes in tests).
+pub fn read_only_problem(volume: &str, m: &MountInfo, sys: &Path) -> Option<String> {
+    if m.read_only() {
+        return None;
+    }
+    let at = &m.mount_point;
+    if m.super_options.iter().any(|o| o == "ro") {
+        return Some(format!(
+            "the filesystem of volume {volume} went read-only at {at} (published read-write; the \
+             kernel remounted it read-only after an error, see the node's kernel log): writes fail"
+        ));
+    }
+    if m.fs_type != "ext4" || !m.super_options.iter().any(|o| o == "errors=remount-ro") {
+        return None;
+    }
+    // /sys/dev/block/MAJ:MIN links to the device, whose name ext4 files its counters under.
+    let dev = std::fs::read_link(sys.join(format!("dev/block/{}:{}", m.major, m.minor))).ok()?;
+    let dir = sys.join("fs/ext4").join(dev.file_name()?);
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .ok()
+            .map(|v| v.trim().to_string())
+    };
+    let errors: u64 = read("errors_count")?.parse().ok()?;
+    if errors == 0 {
+        return None;
+    }
+    let last = read("last_error_func")
+        .filter(|f| !f.is_empty())
+        .map(|f| format!(", the last in {f}"))
+        .unwrap_or_default();
+    Some(format!(
+        "the filesystem of volume {volume} went read-only at {at}: ext4 recorded {errors} error(s){last} \
+         and, mounted errors=remount-ro, takes no more writes until it is unmounted and repaired \
+         (e2fsck); see the node's kernel log"
+    ))
 }

@@ -435,6 +435,68 @@ fn conditions_of_volume_and_pool() {
 }
 
 #[test]
+fn a_filesystem_the_kernel_made_read_only_is_told_from_a_read_only_publish() {
+    // mountinfo lines as the kernel writes them: mount options, then the superblock's.
+    let line = |mount: &str, fs: &str, sb: &str| {
+        lvm::mount::parse(&format!(
+            "36 25 253:4 / /pods/a {mount} shared:1 - {fs} /dev/mapper/vg1-v {sb}\n"
+        ))
+        .unwrap()
+        .remove(0)
+    };
+    let nosys = Path::new("/nonexistent-sys");
+    let problem = |m| ops::read_only_problem("uid-1", &m, nosys);
+    assert_eq!(problem(line("rw,relatime", "xfs", "rw")), None, "healthy");
+    let p = problem(line("rw,relatime", "ext4", "ro,errors=remount-ro")).unwrap();
+    assert!(
+        p.contains("volume uid-1 went read-only at /pods/a"),
+        "the superblock went ro under a rw mount: {p}"
+    );
+    assert_eq!(
+        problem(line("ro,relatime", "ext4", "ro")),
+        None,
+        "mounted -o ro: both ro"
+    );
+    assert_eq!(
+        problem(line("ro,relatime", "xfs", "rw")),
+        None,
+        "a read-only bind over a writable mount"
+    );
+
+    // Newer kernels stop ext4's writes without a trace in the mount table; its error count in
+    // sysfs says it.
+    let sys = std::env::temp_dir().join(format!("lvms-sys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&sys);
+    std::fs::create_dir_all(sys.join("dev/block")).unwrap();
+    std::os::unix::fs::symlink(
+        "../../devices/virtual/block/dm-4",
+        sys.join("dev/block/253:4"),
+    )
+    .unwrap();
+    let ext4 = sys.join("fs/ext4/dm-4");
+    std::fs::create_dir_all(&ext4).unwrap();
+    std::fs::write(ext4.join("errors_count"), "0\n").unwrap();
+    let mounted = line("rw,relatime", "ext4", "rw,errors=remount-ro,stripe=128");
+    assert_eq!(ops::read_only_problem("uid-1", &mounted, &sys), None);
+    std::fs::write(ext4.join("errors_count"), "3\n").unwrap();
+    std::fs::write(ext4.join("last_error_func"), "ext4_setattr\n").unwrap();
+    let p = ops::read_only_problem("uid-1", &mounted, &sys).unwrap();
+    assert!(
+        p.contains("went read-only at /pods/a")
+            && p.contains("3 error(s), the last in ext4_setattr")
+            && p.contains("e2fsck"),
+        "{p}"
+    );
+    let continuing = line("rw,relatime", "ext4", "rw,errors=continue");
+    assert_eq!(
+        ops::read_only_problem("uid-1", &continuing, &sys),
+        None,
+        "errors=continue keeps writing"
+    );
+    std::fs::remove_dir_all(&sys).unwrap();
+}
+
+#[test]
 fn filesystem_sizes_from_their_tools() {
     let xfs = "meta-data=/dev/mapper/vg1-v   isize=512    agcount=4, agsize=65536 blks\n         =                       sectsz=512   attr=2, projid32bit=1\ndata     =                       bsize=4096   blocks=262144, imaxpct=25\n         =                       sunit=0      swidth=0 blks\nnaming   =version 2              bsize=4096   ascii-ci=0, ftype=1\nlog      =internal log           bsize=4096   blocks=16384, version=2\n";
     assert_eq!(xfs_info_size(xfs), Some(1 << 30));

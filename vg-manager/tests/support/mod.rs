@@ -104,7 +104,21 @@ pub fn start_agent(
     resync: Duration,
     orphan_grace: Duration,
 ) -> std::thread::JoinHandle<Result<(), String>> {
-    let opts = vg_manager::run::Options {
+    spawn_agent(
+        api,
+        agent_options(Some(socket), resync, orphan_grace),
+        runner,
+    )
+}
+
+/// The options `vg-manager run` gets for node-a, on loopback ports, with the CSI node service
+/// on `socket` if given.
+pub fn agent_options(
+    socket: Option<&Path>,
+    resync: Duration,
+    orphan_grace: Duration,
+) -> vg_manager::run::Options {
+    vg_manager::run::Options {
         node: NODE.into(),
         namespace: NS.into(),
         endpoints: http_probe::Endpoints {
@@ -116,8 +130,16 @@ pub fn start_agent(
         resync,
         mode: Mode::Direct,
         orphan_grace,
-        csi_socket: Some(socket.to_path_buf()),
-    };
+        csi_socket: socket.map(Path::to_path_buf),
+    }
+}
+
+/// The agent with `opts`, as [`start_agent`] runs it.
+pub fn spawn_agent(
+    api: &ApiDouble,
+    opts: vg_manager::run::Options,
+    runner: Arc<Exec>,
+) -> std::thread::JoinHandle<Result<(), String>> {
     let client = api.client();
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
@@ -131,6 +153,52 @@ pub fn start_agent(
                 std::future::pending(),
             ))
     })
+}
+
+/// Both halves of the driver, as [`start_thin_driver`] starts them.
+pub struct Driver {
+    /// The sockets' directory.
+    pub dir: PathBuf,
+    pub node_sock: PathBuf,
+    pub ctrl_sock: PathBuf,
+    pub agent: std::thread::JoinHandle<Result<(), String>>,
+    pub controller: tokio::task::JoinHandle<Result<(), csi::ControllerError>>,
+}
+
+/// Both halves of the driver on one thin class `vg1` of /dev/vda (pool `pool` at
+/// `size_percent`), the agent passing every 2 s.
+pub fn start_thin_driver(
+    api: &ApiDouble,
+    name: &str,
+    size_percent: u32,
+    orphan_grace: Duration,
+) -> Driver {
+    seed(
+        api,
+        &[(
+            "vg1",
+            json!({"default": true, "deviceSelector": {"paths": ["/dev/vda"]},
+                "thinPoolConfig": {"name": "pool", "sizePercent": size_percent, "overprovisionRatio": 10}}),
+        )],
+    );
+    let (node_sock, ctrl_sock) = sockets(name);
+    let dir = node_sock.parent().unwrap().to_path_buf();
+    let runner = Arc::new(vg_manager::run::exec(Mode::Direct));
+    let agent = start_agent(
+        api,
+        &node_sock,
+        runner,
+        Duration::from_secs(2),
+        orphan_grace,
+    );
+    let controller = start_controller(api, &ctrl_sock);
+    Driver {
+        dir,
+        node_sock,
+        ctrl_sock,
+        agent,
+        controller,
+    }
 }
 
 /// `vg-manager csi-controller` on `socket`.
