@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -24,7 +25,11 @@ pub fn kubeconfig(addr: SocketAddr) -> String {
 async fn handle(
     api: Arc<ApiDouble>,
     req: Request<Incoming>,
+    latency: Duration,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let (parts, body) = req.into_parts();
     let bytes = body
         .collect()
@@ -43,13 +48,23 @@ async fn handle(
 
 /// Serves `api` on `listener`, one task per connection, forever.
 pub async fn serve(api: Arc<ApiDouble>, listener: tokio::net::TcpListener) {
+    serve_with_latency(api, listener, Duration::ZERO).await
+}
+
+/// [`serve`], every request answered `latency` late, as a real API server's round trip
+/// (benchmarks of how many round trips a client makes in a row, connections included).
+pub async fn serve_with_latency(
+    api: Arc<ApiDouble>,
+    listener: tokio::net::TcpListener,
+    latency: Duration,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let api = api.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(api.clone(), req));
+            let svc = hyper::service::service_fn(move |req| handle(api.clone(), req, latency));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;

@@ -3,7 +3,8 @@
 //! - `full`: the real reconcile function through a kube Client against the in-process API double
 //!   (serialization, every request; no network latency).
 //!
-//! - `converge`: a new LVMCluster on 3 nodes, with every request to the API double delayed by
+//! - `converge`: a new LVMCluster on 3 nodes, with every request to the API double (in process,
+//!   and served over HTTP on loopback, where connections are real) delayed by
 //!   8 ms (a round trip to a real API server, as measured there): the first pass, which creates
 //!   every object, and the pass right after it (the one the first pass's own writes trigger).
 //!   Latency dominates, so the figure counts the round trips a pass makes one after another.
@@ -140,8 +141,31 @@ fn main() {
 
 const LATENCY: Duration = Duration::from_millis(8);
 
+/// A client of `api` served over HTTP on loopback with `LATENCY` per request: connections are
+/// real (one per request in flight, kept alive), as with a real API server.
+fn http_client(rt: &tokio::runtime::Runtime, api: &ApiDouble) -> kube::Client {
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(api_double::served::serve_with_latency(
+            Arc::new(api.clone()),
+            listener,
+            LATENCY,
+        ));
+        let kubeconfig =
+            kube::config::Kubeconfig::from_yaml(&api_double::served::kubeconfig(addr)).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    })
+}
+
 /// One converge: (first pass, its requests, its writes, second pass, its requests, its writes).
-fn converge_once(rt: &tokio::runtime::Runtime) -> (Duration, usize, usize, Duration, usize, usize) {
+fn converge_once(
+    rt: &tokio::runtime::Runtime,
+    over_http: bool,
+) -> (Duration, usize, usize, Duration, usize, usize) {
     let api = ApiDouble::new();
     for i in 0..3 {
         api.seed("api/v1/nodes", node(i));
@@ -151,7 +175,11 @@ fn converge_once(rt: &tokio::runtime::Runtime) -> (Duration, usize, usize, Durat
         );
     }
     api.seed("apis/lvm.topolvm.io/v1alpha1/lvmclusters", cluster_json());
-    let client = api.client_with_latency(LATENCY);
+    let client = if over_http {
+        http_client(rt, &api)
+    } else {
+        api.client_with_latency(LATENCY)
+    };
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -221,16 +249,18 @@ fn converge_once(rt: &tokio::runtime::Runtime) -> (Duration, usize, usize, Durat
 }
 
 fn converge(rt: &tokio::runtime::Runtime) {
-    let runs: Vec<_> = (0..7).map(|_| converge_once(rt)).collect();
-    let (p50, p90) = stats(runs.iter().map(|r| r.0).collect());
-    let (q50, q90) = stats(runs.iter().map(|r| r.3).collect());
-    let r = &runs[0];
-    println!(
-        "converge, 3 nodes, {LATENCY:?} per request: first pass median {p50:?} (p90 {p90:?}), {} requests, {} writes",
-        r.1, r.2
-    );
-    println!(
-        "  the pass right after it: median {q50:?} (p90 {q90:?}), {} requests, {} writes",
-        r.4, r.5
-    );
+    for (over_http, how) in [(false, "in process"), (true, "over HTTP on loopback")] {
+        let runs: Vec<_> = (0..7).map(|_| converge_once(rt, over_http)).collect();
+        let (p50, p90) = stats(runs.iter().map(|r| r.0).collect());
+        let (q50, q90) = stats(runs.iter().map(|r| r.3).collect());
+        let r = &runs[0];
+        println!(
+            "converge {how}, 3 nodes, {LATENCY:?} per request: first pass median {p50:?} (p90 {p90:?}), {} requests, {} writes",
+            r.1, r.2
+        );
+        println!(
+            "  the pass right after it: median {q50:?} (p90 {q90:?}), {} requests, {} writes",
+            r.4, r.5
+        );
+    }
 }
