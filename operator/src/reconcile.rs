@@ -503,6 +503,18 @@ async fn apply_dynamic(
 
 type Step<'a> = futures::future::BoxFuture<'a, Result<()>>;
 
+/// One [`apply`] step per object of `objs`, for a wave.
+fn applies<'a, K>(
+    ctx: &'a Context,
+    api: &'a Api<K>,
+    objs: &'a [K],
+) -> impl Iterator<Item = Step<'a>>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug + Send + Sync,
+{
+    objs.iter().map(move |x| apply(ctx, api, x).boxed())
+}
+
 /// Runs `steps` concurrently; the first error, after all have finished (none is cut off half-way,
 /// so the next pass starts from a known state).
 async fn all(steps: Vec<Step<'_>>) -> Result<()> {
@@ -551,30 +563,12 @@ async fn sync(
         .map(|x| (x.metadata.name.clone().unwrap_or_default(), x.to_json()))
         .collect();
     let mut first: Vec<Step> = Vec::new();
-    first.extend(
-        r.service_accounts
-            .iter()
-            .map(|x| apply(ctx, &sas, x).boxed()),
-    );
-    first.extend(
-        r.cluster_roles
-            .iter()
-            .map(|x| apply(ctx, &cluster_roles, x).boxed()),
-    );
-    first.extend(r.roles.iter().map(|x| apply(ctx, &roles, x).boxed()));
+    first.extend(applies(ctx, &sas, &r.service_accounts));
+    first.extend(applies(ctx, &cluster_roles, &r.cluster_roles));
+    first.extend(applies(ctx, &roles, &r.roles));
     first.push(apply(ctx, &drivers, &desired.csi_driver).boxed());
-    first.extend(
-        desired
-            .volume_groups
-            .iter()
-            .map(|x| apply(ctx, &vgs, x).boxed()),
-    );
-    first.extend(
-        desired
-            .network_policies
-            .iter()
-            .map(|x| apply(ctx, &policies, x).boxed()),
-    );
+    first.extend(applies(ctx, &vgs, &desired.volume_groups));
+    first.extend(applies(ctx, &policies, &desired.network_policies));
     if let Some(scc) = &desired.scc {
         first.push(
             apply_dynamic(
@@ -587,12 +581,7 @@ async fn sync(
             .boxed(),
         );
     }
-    first.extend(
-        desired
-            .storage_classes
-            .iter()
-            .map(|x| apply(ctx, &scs, x).boxed()),
-    );
+    first.extend(applies(ctx, &scs, &desired.storage_classes));
     first.extend(
         vscs.iter().map(|(name, obj)| {
             apply_dynamic(ctx, &vsc_api, "VolumeSnapshotClass", name, obj).boxed()
@@ -603,16 +592,8 @@ async fn sync(
     all(first).await?;
 
     let mut second: Vec<Step> = Vec::new();
-    second.extend(
-        r.cluster_role_bindings
-            .iter()
-            .map(|x| apply(ctx, &cluster_bindings, x).boxed()),
-    );
-    second.extend(
-        r.role_bindings
-            .iter()
-            .map(|x| apply(ctx, &bindings, x).boxed()),
-    );
+    second.extend(applies(ctx, &cluster_bindings, &r.cluster_role_bindings));
+    second.extend(applies(ctx, &bindings, &r.role_bindings));
     all(second).await?;
 
     all(vec![

@@ -674,8 +674,8 @@ impl Env {
         Ok(p)
     }
 
-    /// The node of bound PVC `claim`: the `topology.topolvm.io/node` term of its PV.
-    pub async fn volume_node(&self, claim: &str) -> Res<String> {
+    /// The PV bound to PVC `claim`, and its name.
+    pub async fn bound_pv(&self, claim: &str) -> Res<(String, PersistentVolume)> {
         let pvcs: Api<PersistentVolumeClaim> = self.api();
         let pv_name = pvcs
             .get(claim)
@@ -686,6 +686,12 @@ impl Env {
             .ok_or_else(|| format!("PVC {claim} is not bound"))?;
         let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
         let pv = pvs.get(&pv_name).await.map_err(s)?;
+        Ok((pv_name, pv))
+    }
+
+    /// The node of bound PVC `claim`: the `topology.topolvm.io/node` term of its PV.
+    pub async fn volume_node(&self, claim: &str) -> Res<String> {
+        let (pv_name, pv) = self.bound_pv(claim).await?;
         pv_node(&pv).ok_or_else(|| {
             format!(
                 "PV {pv_name} has no {} term",
@@ -1300,16 +1306,7 @@ impl Env {
 
     /// The volume attributes (CreateVolume's volume context) of the PV bound to PVC `claim`.
     pub async fn volume_attributes(&self, claim: &str) -> Res<BTreeMap<String, String>> {
-        let pvcs: Api<PersistentVolumeClaim> = self.api();
-        let pv_name = pvcs
-            .get(claim)
-            .await
-            .map_err(s)?
-            .spec
-            .and_then(|s| s.volume_name)
-            .ok_or_else(|| format!("PVC {claim} is not bound"))?;
-        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
-        let pv = pvs.get(&pv_name).await.map_err(s)?;
+        let (pv_name, pv) = self.bound_pv(claim).await?;
         let csi = pv
             .spec
             .and_then(|s| s.csi)
