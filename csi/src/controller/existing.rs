@@ -187,8 +187,10 @@ impl ControllerService {
         })
     }
 
-    /// ControllerGetVolume: the volume as ListVolumes shows it. A snapshot's ID names no
-    /// volume, and an object the node never made is not one yet: NOT_FOUND, as for an unknown ID.
+    /// ControllerGetVolume: the volume as ListVolumes shows it, read as ListVolumes reads it
+    /// (from the API server, not the cache: a condition the node has just written must show).
+    /// A snapshot's ID names no volume, and an object the node never made is not one yet:
+    /// NOT_FOUND, as for an unknown ID.
     pub(super) async fn get_volume(
         &self,
         req: pb::ControllerGetVolumeRequest,
@@ -197,26 +199,25 @@ impl ControllerService {
         if id.is_empty() {
             return Err(Status::invalid_argument("volume_id is required"));
         }
-        let lv = self
-            .store
-            .find(id)
-            .await?
-            .filter(listing::is_made)
+        let all = self.store.list_all().await?;
+        let by_id = |id: &str| all.iter().find(|lv| decide::has_volume_id(lv, id));
+        let lv = by_id(id)
+            .filter(|lv| listing::is_made(lv))
             .ok_or_else(|| Status::not_found(format!("volume_id: volume {id} not found")))?;
-        if listing::is_snapshot(&lv) {
+        if listing::is_snapshot(lv) {
             return Err(Status::not_found(format!(
                 "volume_id: {id} is a snapshot, not a volume"
             )));
         }
         let source = match lv.spec.source.as_str() {
             "" => None,
-            s => self.store.find(s).await?.map(|l| listing::is_snapshot(&l)),
+            s => by_id(s).map(listing::is_snapshot),
         };
         Ok(pb::ControllerGetVolumeResponse {
-            volume: Some(listing::volume(&lv, source)),
+            volume: Some(listing::volume(lv, source)),
             status: Some(pb::controller_get_volume_response::VolumeStatus {
                 published_node_ids: vec![],
-                volume_condition: Some(listing::condition(&lv)),
+                volume_condition: Some(listing::condition(lv)),
             }),
         })
     }
